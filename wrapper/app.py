@@ -1,0 +1,89 @@
+"""The wrapper: an OpenAI-compatible front door in front of LiteLLM.
+
+Each route reads as the request flow of ../DESIGN.md; each step is one call
+into the module that owns that concern.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from wrapper.errors import GatewayError, install_error_handlers
+from wrapper.logs import configure_logging
+from wrapper.proxy import RequestContext, forward
+from wrapper.request_body import parse_chat_request, parse_embeddings_request
+from wrapper.request_id import RequestIdMiddleware
+from wrapper.settings import Settings, get_settings
+from wrapper.upstream import LiteLLMClient
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging()
+    if not settings.internal_secret:
+        raise RuntimeError(
+            "GATEWAY_INTERNAL_SECRET is not set: LiteLLM would refuse every request. "
+            "Start the pair with `gateway up`, which generates it."
+        )
+    secret = settings.internal_secret.encode()
+    litellm = LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await litellm.aclose()
+
+    app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        ctx = RequestContext(request.scope["request_id"], request.scope["started_at"])
+        body = parse_chat_request(await read_body(request, settings.max_body_bytes))
+        # Later steps slot in here, in this order: authenticate, admit (limits, budget),
+        # input guardrails, PII redaction, route (tier, allow-list), cache layers.
+        return await forward(litellm, "/v1/chat/completions", body, ctx, secret)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        ctx = RequestContext(request.scope["request_id"], request.scope["started_at"])
+        body = parse_embeddings_request(await read_body(request, settings.max_body_bytes))
+        return await forward(litellm, "/v1/embeddings", body, ctx, secret)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        reply = await litellm.get("/v1/models")
+        return Response(reply.content, status_code=reply.status_code, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict:
+        try:
+            reply = await litellm.get("/health/liveliness")
+        except GatewayError:
+            raise GatewayError(503, "LiteLLM is not reachable yet.", code="not_ready") from None
+        if reply.status_code != 200:
+            raise GatewayError(503, "LiteLLM is not ready yet.", code="not_ready")
+        return {"status": "ready"}
+
+    return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)

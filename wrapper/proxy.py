@@ -1,0 +1,63 @@
+"""Forward a checked request to LiteLLM and hand its answer back.
+
+The metadata the wrapper vouches for is sealed here (see custom_callbacks.seal),
+and the wrapper's own time is measured as the total minus the wait on LiteLLM.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from starlette.responses import Response
+
+from custom_callbacks.seal import SEAL_KEY, SEALED_KEYS, seal
+from wrapper.errors import GatewayError
+from wrapper.streaming import EventStreamResponse, StreamSummary, split_events
+from wrapper.upstream import LiteLLMClient, passed_headers, raw_chunks
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    started_at: float = field(default_factory=time.perf_counter)  # when the request reached the wrapper
+
+    def overhead_ms(self, waited_seconds: float) -> str:
+        return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"
+
+
+def sealed_body(body: dict, ctx: RequestContext, secret: bytes) -> bytes:
+    """The body LiteLLM receives: the client's, with the wrapper's sealed metadata."""
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k not in SEALED_KEYS and k != SEAL_KEY}
+    metadata["request_id"] = ctx.request_id
+    metadata[SEAL_KEY] = seal(secret, metadata)
+    return orjson.dumps({**body, "metadata": metadata})
+
+
+async def forward(litellm: LiteLLMClient, path: str, body: dict, ctx: RequestContext, secret: bytes) -> Response:
+    upstream_body = sealed_body(body, ctx, secret)
+    if body.get("stream"):
+        return await _forward_stream(litellm, path, upstream_body, ctx)
+    reply = await litellm.post(path, upstream_body, ctx.request_id)
+    headers = {**reply.headers, "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
+    return Response(reply.body, status_code=reply.status, headers=headers, media_type="application/json")
+
+
+async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: bytes, ctx: RequestContext) -> Response:
+    response, waited = await litellm.open_stream(path, upstream_body, ctx.request_id)
+    summary = StreamSummary()
+
+    async def events():
+        try:
+            async for event in split_events(raw_chunks(response)):
+                summary.observe(event)
+                yield event
+        except GatewayError as exc:
+            # The status line is gone already; the client learns of the break in-band.
+            yield exc.sse_event()
+        finally:
+            await response.aclose()
+
+    headers = {**passed_headers(response.headers), "x-gateway-overhead-ms": ctx.overhead_ms(waited)}
+    return EventStreamResponse(events(), headers)

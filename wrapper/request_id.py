@@ -1,0 +1,42 @@
+"""The request id: the client's x-request-id when well-formed, else a new one."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+_WELL_FORMED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def choose_request_id(client_value: str | None) -> str:
+    if client_value and _WELL_FORMED.fullmatch(client_value):
+        return client_value
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Give every HTTP request an id (scope["request_id"]) and every response an x-request-id header."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client_value = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                client_value = value.decode("latin-1")
+                break
+        scope["started_at"] = time.perf_counter()
+        request_id = scope["request_id"] = choose_request_id(client_value)
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

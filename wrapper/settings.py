@@ -1,0 +1,34 @@
+"""All configuration of the wrapper, from GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    config: Path = Path("gateway.yaml")
+    litellm_config: Path = Path("litellm_config.yaml")
+    # Loopback by default so a laptop run is never exposed; the helm chart binds 0.0.0.0.
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    litellm_port: int = Field(4000, ge=1, le=65535)
+    litellm_master_key: str | None = None
+    internal_secret: str | None = None
+    # LiteLLM's router owns per-model timeouts; this only stops a wedged LiteLLM holding a request forever.
+    upstream_timeout_seconds: float = Field(900.0, gt=0)
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+
+    @property
+    def litellm_url(self) -> str:
+        return f"http://127.0.0.1:{self.litellm_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
