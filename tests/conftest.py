@@ -1,0 +1,95 @@
+"""Fixtures: a fake provider and the real stack (`gateway up`: LiteLLM + wrapper) in front of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
+
+# Behaviours of the fake provider, by model name (see tests/fake_provider.py).
+FAKE_MODELS = {
+    "fake-chat": {},
+    "fake-echo": {"echo": True},
+    "fake-embed": {},
+    "paced": {"chunks": 5, "chunk_interval_ms": 50},
+    "long-stream": {"chunks": 40, "chunk_interval_ms": 100},
+    "boom": {"status": 500},
+    "busy": {"status": 503},
+    "limited": {"status": 429, "retry_after": 7},
+    "refuses": {"status": 400},
+    "stuck": {"hang": True},
+    "drops": {"chunks": 6, "chunk_interval_ms": 20, "disconnect_after_chunks": 2},
+}
+# LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick.
+LITELLM_EXTRA = {"stuck": {"timeout": 2}}
+
+MASTER_KEY = "sk-test-master-key"
+INTERNAL_SECRET = "test-internal-secret"
+
+
+@dataclass
+class FakeProvider:
+    url: str
+
+    def log(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_fake/log").json()
+
+    def requests_containing(self, marker: str) -> list[dict]:
+        return [r for r in self.log() if marker in orjson.dumps(r["body"]).decode()]
+
+
+@dataclass
+class Stack:
+    url: str  # the wrapper
+    litellm_url: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def fake_provider(tmp_path_factory) -> FakeProvider:
+    port = free_port()
+    log = tmp_path_factory.mktemp("fake") / "fake.log"
+    process = start(
+        [str(BIN / "python"), "-m", "tests.fake_provider", "--port", str(port), "--behaviours", orjson.dumps(FAKE_MODELS).decode()],
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(f"{url}/_fake/log", 20, process, log)
+    yield FakeProvider(url)
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def stack(fake_provider, tmp_path_factory) -> Stack:
+    workdir = tmp_path_factory.mktemp("stack")
+    models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
+    config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models)
+    port, litellm_port = free_port(), free_port()
+    log = workdir / "gateway.log"
+    process = start(
+        [str(BIN / "gateway"), "up", "--litellm-config", str(config)],
+        log,
+        env={
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_LITELLM_PORT": str(litellm_port),
+            "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY,
+            "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(f"{url}/readyz", 90, process, log)
+    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log)
+    assert stop(process) == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture
+def openai_client(stack):
+    from openai import OpenAI
+
+    with OpenAI(base_url=f"{stack.url}/v1", api_key="unused-until-auth", max_retries=0, timeout=30) as client:
+        yield client
