@@ -1,0 +1,69 @@
+"""`gateway up` runs the pair as one unit: a signal stops both, a death of either stops the other."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+
+from tests.processes import BIN, ROOT, free_port, start, stop, wait_until
+
+
+def start_pair(tmp_path) -> tuple[subprocess.Popen, int, int]:
+    port, litellm_port = free_port(), free_port()
+    process = start(
+        [str(BIN / "gateway"), "up", "--litellm-config", str(ROOT / "litellm_config.yaml")],
+        tmp_path / "gateway.log",
+        env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port)},
+    )
+    wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
+    return process, port, litellm_port
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def is_listening(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except httpx.ConnectError:
+        return False
+
+
+def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
+    process, port, litellm_port = start_pair(tmp_path)
+    try:
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert reply.status_code == 200
+        assert reply.json()["choices"][0]["message"]["content"] == "Hello from the gateway's demo model."
+        log = (tmp_path / "gateway.log").read_text()
+        assert "[litellm]" in log and f"ready: http://127.0.0.1:{port}/v1" in log
+
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert not is_listening(port) and not is_listening(litellm_port)
+    finally:
+        stop(process)
+
+
+def test_when_litellm_dies_the_wrapper_stops_and_the_exit_is_nonzero(tmp_path):
+    process, port, litellm_port = start_pair(tmp_path)
+    try:
+        litellm_pid = next(pid for pid in children_of(process.pid) if "litellm" in open(f"/proc/{pid}/cmdline").read())
+        os.kill(litellm_pid, signal.SIGKILL)
+        assert process.wait(30) != 0
+        time.sleep(0.2)
+        assert not is_listening(port)
+        assert "litellm exited; stopping the other" in (tmp_path / "gateway.log").read_text()
+    finally:
+        stop(process)

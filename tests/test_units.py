@@ -1,0 +1,98 @@
+"""Unit tests of the wrapper's small pure pieces."""
+
+from __future__ import annotations
+
+import pytest
+
+from custom_callbacks.seal import SEAL_KEY, is_sealed, seal
+from wrapper.request_id import choose_request_id
+from wrapper.streaming import StreamSummary, split_events
+
+STREAM = (
+    b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
+    b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\r\n\r\n'
+    b'data: {"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+    b"data: [DONE]\n\n"
+)
+EVENTS = [
+    b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n',
+    b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\r\n\r\n',
+    b'data: {"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+async def _from(chunks):
+    for chunk in chunks:
+        yield chunk
+
+
+async def _collect(chunks) -> list[bytes]:
+    return [event async for event in split_events(_from(chunks))]
+
+
+async def test_split_events_is_exact_for_every_cut_position():
+    for cut in range(1, len(STREAM)):
+        assert await _collect([STREAM[:cut], STREAM[cut:]]) == EVENTS, cut
+
+
+async def test_split_events_byte_by_byte_and_all_at_once():
+    assert await _collect([STREAM[i : i + 1] for i in range(len(STREAM))]) == EVENTS
+    assert await _collect([STREAM]) == EVENTS
+
+
+async def test_split_events_yields_an_event_as_soon_as_it_is_complete():
+    produced = []
+
+    async def source():
+        yield EVENTS[0]
+        produced.append("second")
+        yield EVENTS[1]
+
+    events = split_events(source())
+    assert await events.__anext__() == EVENTS[0]
+    assert produced == []  # the first event left before the source was asked for more
+    await events.aclose()
+
+
+async def test_split_events_keeps_an_unterminated_tail():
+    assert await _collect([b"data: a\n\ndata: b"]) == [b"data: a\n\n", b"data: b"]
+
+
+def test_stream_summary_reads_usage_finish_reason_and_done():
+    summary = StreamSummary()
+    for event in EVENTS:
+        summary.observe(event)
+    assert summary.events == 4 and summary.done
+    assert summary.finish_reason == "stop" and summary.model == "m"
+    assert summary.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert summary.time_to_first_token_ms is not None and summary.time_to_first_token_ms >= 0
+
+
+def test_stream_summary_ignores_comments_and_garbage():
+    summary = StreamSummary()
+    for event in (b": keep-alive\n\n", b"data: not json\n\n", b"data: [1,2]\n\n"):
+        summary.observe(event)
+    assert summary.usage is None and summary.first_token_at is None and not summary.done
+
+
+@pytest.mark.parametrize("value", ["abc-123", "trace.id:7", "A" * 128])
+def test_well_formed_request_ids_are_kept(value):
+    assert choose_request_id(value) == value
+
+
+@pytest.mark.parametrize("value", [None, "", "has space", "A" * 129, "new\nline", "quote\""])
+def test_other_request_ids_are_replaced(value):
+    chosen = choose_request_id(value)
+    assert chosen != value and len(chosen) == 32
+
+
+def test_seal_verifies_only_with_the_same_secret_and_fields():
+    metadata = {"request_id": "r1"}
+    metadata[SEAL_KEY] = seal(b"secret", metadata)
+    assert is_sealed(b"secret", metadata)
+    assert not is_sealed(b"other", metadata)
+    assert not is_sealed(None, metadata)
+    assert not is_sealed(b"secret", {**metadata, "request_id": "r2"})
+    assert not is_sealed(b"secret", {"request_id": "r1"})
+    assert not is_sealed(b"secret", "not a dict")
