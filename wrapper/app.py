@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await litellm.start()
         yield
         await litellm.aclose()
 
@@ -56,8 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> Response:
-        reply = await litellm.get("/v1/models")
-        return Response(reply.content, status_code=reply.status_code, media_type="application/json")
+        status, content = await litellm.get("/v1/models")
+        return Response(content, status_code=status, media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -66,10 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> dict:
         try:
-            reply = await litellm.get("/health/liveliness")
+            status, _ = await litellm.get("/health/liveliness")
         except GatewayError:
             raise GatewayError(503, "LiteLLM is not reachable yet.", code="not_ready") from None
-        if reply.status_code != 200:
+        if status != 200:
             raise GatewayError(503, "LiteLLM is not ready yet.", code="not_ready")
         return {"status": "ready"}
 

@@ -57,7 +57,7 @@ async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: byte
             # The status line is gone already; the client learns of the break in-band.
             yield exc.sse_event()
         finally:
-            await response.aclose()
+            response.close()  # no-op after a complete stream, which raw_chunks already released
 
     headers = {**passed_headers(response.headers), "x-gateway-overhead-ms": ctx.overhead_ms(waited)}
     return EventStreamResponse(events(), headers)

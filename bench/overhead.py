@@ -1,0 +1,206 @@
+"""Overhead of the wrapper over bare LiteLLM, measured in one run on this machine.
+
+Three targets on loopback, all answered by the fake provider:
+  (a) the fake provider directly, (b) bare LiteLLM on the same model list,
+  (c) the full stack (`gateway up`: wrapper + LiteLLM with the gateway's callbacks).
+Measures p50/p99 latency at concurrency 1, requests/s at concurrency 16, and
+time to first token of a stream for (b) and (c). Rounds alternate between the
+targets so that machine noise falls on all of them; the median round is kept.
+Prints a markdown table and writes it to bench/results/overhead.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
+from custom_callbacks.seal import SEAL_KEY, seal  # noqa: E402
+from wrapper.supervisor import LITELLM_OFFLINE_ENV  # noqa: E402
+
+MASTER_KEY = "sk-bench-master-key"
+INTERNAL_SECRET = "bench-internal-secret"
+MODELS = {"bench": {}, "bench-stream": {"chunks": 5}}
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+LATENCY_REQUESTS = int(os.environ.get("BENCH_LATENCY_REQUESTS", 300))
+THROUGHPUT_SECONDS = float(os.environ.get("BENCH_THROUGHPUT_SECONDS", 5))
+TTFT_REQUESTS = int(os.environ.get("BENCH_TTFT_REQUESTS", 100))
+CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}]}
+STREAM = {**CHAT, "model": "bench-stream", "stream": True}
+# For the stack's own LiteLLM called directly: the body the wrapper would send (sealed metadata).
+_SEALED_METADATA = {"request_id": "bench"}
+_SEALED_METADATA[SEAL_KEY] = seal(INTERNAL_SECRET.encode(), _SEALED_METADATA)
+
+
+async def timed_post(session, url, headers, body) -> tuple[float, dict]:
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+        assert response.status == 200, (url, response.status, await response.text())
+        return time.perf_counter() - started, dict(response.headers)
+
+
+def body_for(payload: dict, sealed: bool) -> bytes:
+    return orjson.dumps({**payload, "metadata": _SEALED_METADATA} if sealed else payload)
+
+
+async def latency(session, url, headers, sealed) -> dict:
+    body = body_for(CHAT, sealed)
+    for _ in range(30):
+        await timed_post(session, url, headers, body)
+    samples, overheads = [], []
+    for _ in range(LATENCY_REQUESTS):
+        seconds, reply_headers = await timed_post(session, url, headers, body)
+        samples.append(seconds * 1000)
+        if "x-gateway-overhead-ms" in reply_headers:
+            overheads.append(float(reply_headers["x-gateway-overhead-ms"]))
+    samples.sort()
+    return {
+        "p50": statistics.median(samples),
+        "p99": samples[int(len(samples) * 0.99) - 1],
+        "self_reported": statistics.median(overheads) if overheads else None,
+    }
+
+
+async def throughput(session, url, headers, sealed, concurrency=16) -> float:
+    body = body_for(CHAT, sealed)
+    done = 0
+    deadline = time.perf_counter() + THROUGHPUT_SECONDS
+
+    async def worker():
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await timed_post(session, url, headers, body)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def time_to_first_token(session, url, headers, sealed) -> float:
+    body = body_for(STREAM, sealed)
+    samples = []
+    for index in range(TTFT_REQUESTS + 10):
+        started = time.perf_counter()
+        async with session.post(url, data=body, headers=headers) as response:
+            assert response.status == 200
+            first = None
+            async for line in response.content:
+                if first is None and line.startswith(b"data:") and b'"content"' in line:
+                    first = time.perf_counter() - started
+        if index >= 10:
+            samples.append(first * 1000)
+    return statistics.median(samples)
+
+
+def median_of(rounds: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rounds if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+async def measure(targets: dict[str, tuple[str, dict, bool]]) -> dict[str, dict]:
+    results: dict[str, list[dict]] = {name: [] for name in targets}
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        for round_index in range(ROUNDS):
+            for name, (base, headers, sealed) in targets.items():
+                url = f"{base}/v1/chat/completions"
+                row = await latency(session, url, headers, sealed)
+                row["rps"] = await throughput(session, url, headers, sealed)
+                if name != "fake provider":
+                    row["ttft"] = await time_to_first_token(session, url, headers, sealed)
+                results[name].append(row)
+                print(f"round {round_index + 1}/{ROUNDS} {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in row.items() if v is not None), flush=True)
+    return {name: {k: median_of(rows, k) for k in ("p50", "p99", "rps", "ttft", "self_reported")} for name, rows in results.items()}
+
+
+def table(results: dict[str, dict]) -> str:
+    bare, full = results["bare LiteLLM"], results["full stack"]
+    lines = [
+        "| target | p50 ms (c=1) | p99 ms (c=1) | req/s (c=16) | req/s vs bare | TTFT p50 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in results.items():
+        ttft = f"{row['ttft']:.2f}" if row["ttft"] is not None else "-"
+        lines.append(f"| {name} | {row['p50']:.2f} | {row['p99']:.2f} | {row['rps']:.0f} | {row['rps'] / bare['rps']:.2f} | {ttft} |")
+    share = full["p50"] - bare["p50"]
+    ratio = full["rps"] / bare["rps"]
+    guarded = results["stack's LiteLLM, direct"]
+    lines += [
+        "",
+        f"- Wrapper's share at c=1 (full p50 - bare p50): **{share:.2f} ms** (goal <= 1.0 ms: {'met' if share <= 1.0 else 'NOT met'}).",
+        f"  - of which LiteLLM with the gateway's callback (stack's LiteLLM direct - bare): {guarded['p50'] - bare['p50']:.2f} ms;",
+        f"  - of which the wrapper hop (full - stack's LiteLLM direct): {full['p50'] - guarded['p50']:.2f} ms.",
+        f"- Wrapper's self-reported time (`x-gateway-overhead-ms`, p50): {full['self_reported']:.3f} ms.",
+        f"- Full-stack req/s vs bare LiteLLM at c=16: **{ratio:.0%}** (goal >= 85%: {'met' if ratio >= 0.85 else 'NOT met'}).",
+        f"- TTFT added by the wrapper (p50): {full['ttft'] - bare['ttft']:.2f} ms.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    workdir = ROOT / "var" / "bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    processes = []
+    try:
+        fake_port = free_port()
+        fake = start([str(BIN / "python"), "-m", "tests.fake_provider", "--port", str(fake_port),
+                      "--behaviours", orjson.dumps(MODELS).decode()], workdir / "fake.log")
+        processes.append(fake)
+        fake_url = f"http://127.0.0.1:{fake_port}"
+        wait_until(f"{fake_url}/_fake/log", 20, fake, workdir / "fake.log")
+
+        guarded = write_litellm_config(workdir / "litellm_full.yaml", fake_url, {m: {} for m in MODELS})
+        bare_config = workdir / "litellm_bare.yaml"
+        bare_config.write_text(guarded.read_text().replace('  callbacks: ["custom_callbacks.wrapper_only_guard"]\n', ""))
+
+        bare_port = free_port()
+        env = {**LITELLM_OFFLINE_ENV, "LITELLM_MASTER_KEY": MASTER_KEY}
+        bare = start([str(BIN / "litellm"), "--config", str(bare_config), "--host", "127.0.0.1", "--port", str(bare_port)],
+                     workdir / "bare.log", env)
+        processes.append(bare)
+
+        port, stack_litellm_port = free_port(), free_port()
+        full = start([str(BIN / "gateway"), "up", "--litellm-config", str(guarded)], workdir / "full.log",
+                     {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(stack_litellm_port),
+                      "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET})
+        processes.append(full)
+        wait_until(f"http://127.0.0.1:{bare_port}/health/liveliness", 120, bare, workdir / "bare.log")
+        wait_until(f"http://127.0.0.1:{port}/readyz", 120, full, workdir / "full.log")
+
+        litellm_headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
+        targets = {
+            "fake provider": (fake_url, {"content-type": "application/json"}, False),
+            "bare LiteLLM": (f"http://127.0.0.1:{bare_port}", litellm_headers, False),
+            "stack's LiteLLM, direct": (f"http://127.0.0.1:{stack_litellm_port}", litellm_headers, True),
+            "full stack": (f"http://127.0.0.1:{port}", {"content-type": "application/json"}, False),
+        }
+        results = asyncio.run(measure(targets))
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+    header = (
+        f"# Wrapper overhead\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {ROUNDS} alternating rounds (median kept), "
+        f"{LATENCY_REQUESTS} sequential requests, {THROUGHPUT_SECONDS:.0f} s at concurrency 16, "
+        f"{TTFT_REQUESTS} streams (5 chunks) for TTFT. Load generator: aiohttp in one process on the same machine.\n\n"
+    )
+    report = header + table(results) + "\n"
+    print("\n" + report)
+    (ROOT / "bench" / "results" / "overhead.md").write_text(report)
+
+
+if __name__ == "__main__":
+    main()
