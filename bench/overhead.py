@@ -1,8 +1,9 @@
 """Overhead of the wrapper over bare LiteLLM, measured in one run on this machine.
 
-Three targets on loopback, all answered by the fake provider:
+Targets on loopback, all answered by the fake provider:
   (a) the fake provider directly, (b) bare LiteLLM on the same model list,
-  (c) the full stack (`gateway up`: wrapper + LiteLLM with the gateway's callbacks).
+  (c) the full stack (`gateway up`: wrapper + LiteLLM with the gateway's callbacks),
+  and the wrapper alone in front of the fake provider.
 Measures p50/p99 latency at concurrency 1, requests/s at concurrency 16, and
 time to first token of a stream for (b) and (c). Rounds alternate between the
 targets so that machine noise falls on all of them; the median round is kept.
@@ -118,7 +119,7 @@ async def measure(targets: dict[str, tuple[str, dict, bool]]) -> dict[str, dict]
                 url = f"{base}/v1/chat/completions"
                 row = await latency(session, url, headers, sealed)
                 row["rps"] = await throughput(session, url, headers, sealed)
-                if name != "fake provider":
+                if "LiteLLM" in name or name == "full stack":
                     row["ttft"] = await time_to_first_token(session, url, headers, sealed)
                 results[name].append(row)
                 print(f"round {round_index + 1}/{ROUNDS} {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in row.items() if v is not None), flush=True)
@@ -137,11 +138,13 @@ def table(results: dict[str, dict]) -> str:
     share = full["p50"] - bare["p50"]
     ratio = full["rps"] / bare["rps"]
     guarded = results["stack's LiteLLM, direct"]
+    hop = results["wrapper -> fake provider"]["p50"] - results["fake provider"]["p50"]
     lines += [
         "",
         f"- Wrapper's share at c=1 (full p50 - bare p50): **{share:.2f} ms** (goal <= 1.0 ms: {'met' if share <= 1.0 else 'NOT met'}).",
         f"  - of which LiteLLM with the gateway's callback (stack's LiteLLM direct - bare): {guarded['p50'] - bare['p50']:.2f} ms;",
         f"  - of which the wrapper hop (full - stack's LiteLLM direct): {full['p50'] - guarded['p50']:.2f} ms.",
+        f"- The wrapper hop without LiteLLM's noise (wrapper -> fake p50 - fake p50): **{hop:.2f} ms**.",
         f"- Wrapper's self-reported time (`x-gateway-overhead-ms`, p50): {full['self_reported']:.3f} ms.",
         f"- Full-stack req/s vs bare LiteLLM at c=16: **{ratio:.0%}** (goal >= 85%: {'met' if ratio >= 0.85 else 'NOT met'}).",
         f"- TTFT added by the wrapper (p50): {full['ttft'] - bare['ttft']:.2f} ms.",
@@ -179,9 +182,18 @@ def main() -> None:
         wait_until(f"http://127.0.0.1:{bare_port}/health/liveliness", 120, bare, workdir / "bare.log")
         wait_until(f"http://127.0.0.1:{port}/readyz", 120, full, workdir / "full.log")
 
+        # The wrapper alone, in front of the fake provider: its hop measured without LiteLLM's noise.
+        alone_port = free_port()
+        alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(alone_port),
+                       "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+                      workdir / "alone.log", {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET})
+        processes.append(alone)
+        wait_until(f"http://127.0.0.1:{alone_port}/healthz", 30, alone, workdir / "alone.log")
+
         litellm_headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
         targets = {
             "fake provider": (fake_url, {"content-type": "application/json"}, False),
+            "wrapper -> fake provider": (f"http://127.0.0.1:{alone_port}", {"content-type": "application/json"}, False),
             "bare LiteLLM": (f"http://127.0.0.1:{bare_port}", litellm_headers, False),
             "stack's LiteLLM, direct": (f"http://127.0.0.1:{stack_litellm_port}", litellm_headers, True),
             "full stack": (f"http://127.0.0.1:{port}", {"content-type": "application/json"}, False),
