@@ -25,10 +25,15 @@ def parse_json_object(raw: bytes) -> dict:
     return body
 
 
+def _required(body: dict, name: str):
+    value = body.get(name)
+    if value is None:
+        raise bad_request(f"Missing required field '{name}'.", param=name)
+    return value
+
+
 def _require_model(body: dict) -> None:
-    model = body.get("model")
-    if model is None:
-        raise bad_request("Missing required field 'model'.", param="model")
+    model = _required(body, "model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' must be a non-empty string.", param="model")
 
@@ -36,9 +41,7 @@ def _require_model(body: dict) -> None:
 def parse_chat_request(raw: bytes) -> dict:
     body = parse_json_object(raw)
     _require_model(body)
-    messages = body.get("messages")
-    if messages is None:
-        raise bad_request("Missing required field 'messages'.", param="messages")
+    messages = _required(body, "messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array.", param="messages")
     for index, message in enumerate(messages):
@@ -61,9 +64,7 @@ def parse_chat_request(raw: bytes) -> dict:
 def parse_embeddings_request(raw: bytes) -> dict:
     body = parse_json_object(raw)
     _require_model(body)
-    data = body.get("input")
-    if data is None:
-        raise bad_request("Missing required field 'input'.", param="input")
+    data = _required(body, "input")
     valid = isinstance(data, str) or (
         isinstance(data, list) and data and all(isinstance(x, str | int | list) for x in data)
     )
