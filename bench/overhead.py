@@ -39,7 +39,7 @@ TTFT_REQUESTS = int(os.environ.get("BENCH_TTFT_REQUESTS", 100))
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}]}
 STREAM = {**CHAT, "model": "bench-stream", "stream": True}
 # For the stack's own LiteLLM called directly: the body the wrapper would send (sealed metadata).
-_SEALED_METADATA = {"request_id": "bench"}
+_SEALED_METADATA = {"gateway_request_id": "bench", "gateway_tenant_id": "bench", "gateway_credential_id": "key:bench"}
 _SEALED_METADATA[SEAL_KEY] = seal(INTERNAL_SECRET.encode(), _SEALED_METADATA)
 
 

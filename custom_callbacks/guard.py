@@ -8,14 +8,21 @@ carries the wrapper's seal (see seal.py).
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-from custom_callbacks.seal import SECRET_ENV, is_sealed, secret_from_env
+from custom_callbacks.seal import SEALED_KEYS, SECRET_ENV, refusal_reason, secret_from_env
 
 logger = logging.getLogger("custom_callbacks.guard")
+if not logger.handlers:  # LiteLLM configures its own loggers only; give ours a plain stdout line
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 REFUSAL = "This LiteLLM instance only serves requests sent through the gateway."
 
@@ -29,7 +36,11 @@ class WrapperOnlyGuard(CustomLogger):
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data: dict, call_type):
         metadata = data.get("metadata") or data.get("litellm_metadata")
-        if not is_sealed(self.secret, metadata):
-            logger.warning("refused a %s request without the wrapper's seal", call_type)
+        reason = refusal_reason(self.secret, metadata)
+        if reason is not None:
+            logger.warning("refused a %s request that did not come through the wrapper: %s", call_type, reason)
             raise HTTPException(status_code=403, detail={"error": REFUSAL})
+        # One line per admitted request, so operators (and tests) can see what LiteLLM was told.
+        accepted = {key: metadata.get(key) for key in SEALED_KEYS}
+        logger.info("gateway_request %s", json.dumps({"call_type": str(call_type), **accepted}, sort_keys=True))
         return data

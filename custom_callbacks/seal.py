@@ -16,8 +16,11 @@ import os
 
 SECRET_ENV = "GATEWAY_INTERNAL_SECRET"
 SEAL_KEY = "gateway_seal"
-# The metadata fields covered by the seal; later concerns (tenant, user...) add theirs.
-SEALED_KEYS = ("request_id",)
+# The metadata fields the wrapper vouches for; all are covered by the seal. Prefixed, because
+# LiteLLM writes keys of its own into the same dict (it sets `endpoint` to the request URL).
+SEALED_KEYS = ("gateway_request_id", "gateway_tenant_id", "gateway_user_id", "gateway_endpoint", "gateway_credential_id")
+# Of those, the ones every request must carry.
+REQUIRED_KEYS = ("gateway_request_id", "gateway_tenant_id", "gateway_credential_id")
 
 
 def secret_from_env() -> bytes | None:
@@ -26,15 +29,25 @@ def secret_from_env() -> bytes | None:
 
 
 def seal(secret: bytes, metadata: dict) -> str:
-    canonical = "\n".join(f"{key}={metadata.get(key, '')}" for key in SEALED_KEYS).encode()
+    canonical = "\n".join(f"{key}={metadata.get(key) or ''}" for key in SEALED_KEYS).encode()
     digest = hmac.new(secret, canonical, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+def refusal_reason(secret: bytes | None, metadata: object) -> str | None:
+    """None when the metadata carries a valid seal, else why not (safe to log: names, never values)."""
+    if not secret:
+        return f"{SECRET_ENV} is not set"
+    if not isinstance(metadata, dict):
+        return "no metadata"
+    missing = [key for key in (*REQUIRED_KEYS, SEAL_KEY) if not metadata.get(key)]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    presented = metadata[SEAL_KEY]
+    if not isinstance(presented, str) or not hmac.compare_digest(presented, seal(secret, metadata)):
+        return "the seal does not match"
+    return None
+
+
 def is_sealed(secret: bytes | None, metadata: object) -> bool:
-    if not secret or not isinstance(metadata, dict):
-        return False
-    presented = metadata.get(SEAL_KEY)
-    if not isinstance(presented, str):
-        return False
-    return hmac.compare_digest(presented, seal(secret, metadata))
+    return refusal_reason(secret, metadata) is None

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.identity import AUDIENCE, ISSUER, IdentityProvider, gateway_cli
 from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
 
 # Behaviours of the fake provider, by model name (see tests/fake_provider.py).
@@ -24,7 +25,14 @@ FAKE_MODELS = {
     "refuses": {"status": 400},
     "stuck": {"hang": True},
     "drops": {"chunks": 6, "chunk_interval_ms": 20, "disconnect_after_chunks": 2},
+    "globex-private": {},
 }
+# Tenants of the test stack: acme may use every model but globex's private one.
+TENANT_MODELS = {
+    "acme": [m for m in FAKE_MODELS if m != "globex-private"],
+    "globex": ["fake-chat", "globex-private"],
+}
+TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"]}
 # LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick.
 LITELLM_EXTRA = {"stuck": {"timeout": 2}}
 
@@ -48,6 +56,38 @@ class Stack:
     url: str  # the wrapper
     litellm_url: str
     log: Path
+    config: Path  # its gateway.yaml
+    keys: dict[str, str]  # name -> API key
+    idp: IdentityProvider
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers of acme's unbound app key: the default caller of the tests."""
+        return self.auth_for("acme-app")
+
+    def auth_for(self, key_name: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.keys[key_name]}"}
+
+
+def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
+    """Tenants and keys made with the real CLI, plus the org SSO section; returns the keys by name."""
+    path.write_text(orjson.dumps({"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": idp.jwks_url,
+                                           "jwks_refresh_min_seconds": 1}}).decode())
+    for tenant, models in TENANT_MODELS.items():
+        gateway_cli(path, "tenants", "add", tenant, "--models", *models, "--endpoints", *TENANT_ENDPOINTS[tenant])
+    return {
+        "acme-app": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "acme-app"),
+        "acme-support": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "bot", "--endpoint", "support"),
+        "acme-auditor": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "audit", "--role", "auditor"),
+        "globex-app": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "globex-app"),
+    }
+
+
+@pytest.fixture(scope="session")
+def idp() -> IdentityProvider:
+    provider = IdentityProvider()
+    yield provider
+    provider.close()
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +105,16 @@ def fake_provider(tmp_path_factory) -> FakeProvider:
 
 
 @pytest.fixture(scope="session")
-def stack(fake_provider, tmp_path_factory) -> Stack:
+def stack(fake_provider, idp, tmp_path_factory) -> Stack:
     workdir = tmp_path_factory.mktemp("stack")
+    gateway_config = workdir / "gateway.yaml"
+    keys = write_gateway_config(gateway_config, idp)
     models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
     config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models)
     port, litellm_port = free_port(), free_port()
     log = workdir / "gateway.log"
     process = start(
-        [str(BIN / "gateway"), "up", "--litellm-config", str(config)],
+        [str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(config)],
         log,
         env={
             "GATEWAY_PORT": str(port),
@@ -83,7 +125,7 @@ def stack(fake_provider, tmp_path_factory) -> Stack:
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(f"{url}/readyz", 90, process, log)
-    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log)
+    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log, gateway_config, keys, idp)
     assert stop(process) == 0, log.read_text()[-3000:]
 
 
@@ -91,5 +133,5 @@ def stack(fake_provider, tmp_path_factory) -> Stack:
 def openai_client(stack):
     from openai import OpenAI
 
-    with OpenAI(base_url=f"{stack.url}/v1", api_key="unused-until-auth", max_retries=0, timeout=30) as client:
+    with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["acme-app"], max_retries=0, timeout=30) as client:
         yield client

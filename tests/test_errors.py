@@ -5,11 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.identity import gateway_cli
 from tests.processes import BIN, free_port, start, stop, wait_until
 
 
-def post(stack, body, path="/v1/chat/completions", **kwargs) -> httpx.Response:
-    return httpx.post(f"{stack.url}{path}", timeout=30, **({"json": body} if not isinstance(body, bytes) else {"content": body}), **kwargs)
+def post(stack, body, path="/v1/chat/completions") -> httpx.Response:
+    payload = {"content": body} if isinstance(body, bytes) else {"json": body}
+    return httpx.post(f"{stack.url}{path}", timeout=30, headers=stack.auth, **payload)
 
 
 def assert_envelope(response: httpx.Response, status: int) -> dict:
@@ -85,7 +87,7 @@ def test_provider_failure_before_a_stream_starts_is_a_status_not_a_stream(stack)
 
 def test_provider_dropping_a_stream_midway_is_not_reported_as_complete(stack):
     body = {"model": "drops", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30) as response:
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=stack.auth, timeout=30) as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data:")]
     assert "data: [DONE]" not in events
@@ -95,13 +97,18 @@ def test_provider_dropping_a_stream_midway_is_not_reported_as_complete(stack):
 def test_unreachable_litellm_gives_502(tmp_path):
     port = free_port()
     log = tmp_path / "wrapper.log"
-    env = {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()), "GATEWAY_INTERNAL_SECRET": "x"}
+    config = tmp_path / "gateway.yaml"
+    gateway_cli(config, "tenants", "add", "solo")
+    key = gateway_cli(config, "keys", "create", "--tenant", "solo", "--name", "k")
+    env = {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()), "GATEWAY_INTERNAL_SECRET": "x",
+           "GATEWAY_CONFIG": str(config)}
     wrapper = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(port)], log, env)
     try:
         wait_until(f"http://127.0.0.1:{port}/healthz", 20, wrapper, log)
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {key}"},
         )
         assert_envelope(response, 502)
         assert response.json()["error"]["code"] == "upstream_unreachable"

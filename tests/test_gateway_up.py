@@ -9,13 +9,17 @@ import time
 
 import httpx
 
+from tests.identity import gateway_cli
 from tests.processes import BIN, ROOT, free_port, start, stop, wait_until
 
 
 def start_pair(tmp_path) -> tuple[subprocess.Popen, int, int]:
     port, litellm_port = free_port(), free_port()
+    config = tmp_path / "gateway.yaml"
+    gateway_cli(config, "tenants", "add", "demo")
+    (tmp_path / "key").write_text(gateway_cli(config, "keys", "create", "--tenant", "demo", "--name", "k"))
     process = start(
-        [str(BIN / "gateway"), "up", "--litellm-config", str(ROOT / "litellm_config.yaml")],
+        [str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(ROOT / "litellm_config.yaml")],
         tmp_path / "gateway.log",
         env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port)},
     )
@@ -42,6 +46,7 @@ def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
         reply = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {(tmp_path / 'key').read_text()}"},
             timeout=30,
         )
         assert reply.status_code == 200

@@ -15,15 +15,21 @@ def straight_to_litellm(stack, body, path="/v1/chat/completions") -> httpx.Respo
     return httpx.post(f"{stack.litellm_url}{path}", json=body, headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
 
 
+GOOD = {"gateway_request_id": "r-1", "gateway_tenant_id": "acme", "gateway_credential_id": "key:0123456789ab"}
+OTHER_TENANT = {**GOOD, "gateway_tenant_id": "globex"}
+
+
 @pytest.mark.parametrize(
     "metadata",
     [
         None,
-        {"request_id": "r-1"},
-        {"request_id": "r-1", "gateway_seal": "forged"},
-        {"request_id": "r-1", "gateway_seal": seal(b"a-guessed-secret", {"request_id": "r-1"})},
-        # A real seal moved onto other metadata does not fit it.
-        {"request_id": "r-2", "gateway_seal": seal(INTERNAL_SECRET.encode(), {"request_id": "r-1"})},
+        GOOD,
+        {**GOOD, "gateway_seal": "forged"},
+        {**GOOD, "gateway_seal": seal(b"a-guessed-secret", GOOD)},
+        # A real seal moved onto other metadata (another tenant) does not fit it.
+        {**OTHER_TENANT, "gateway_seal": seal(INTERNAL_SECRET.encode(), GOOD)},
+        # A seal over metadata without a tenant is not enough.
+        {"gateway_request_id": "r-1", "gateway_seal": seal(INTERNAL_SECRET.encode(), {"gateway_request_id": "r-1"})},
     ],
 )
 def test_master_key_without_the_wrappers_seal_is_refused(stack, fake_provider, metadata):
@@ -42,6 +48,5 @@ def test_embeddings_straight_to_litellm_are_refused_too(stack):
 
 def test_a_correctly_sealed_request_is_served(stack):
     # The control for the refusals above: the same call with the wrapper's seal passes.
-    metadata = {"request_id": "r-3"}
-    metadata["gateway_seal"] = seal(INTERNAL_SECRET.encode(), metadata)
+    metadata = {**GOOD, "gateway_seal": seal(INTERNAL_SECRET.encode(), GOOD)}
     assert straight_to_litellm(stack, {**CHAT, "metadata": metadata}).status_code == 200

@@ -30,7 +30,7 @@ def test_client_disconnect_mid_stream_closes_the_provider_connection(stack, fake
     marker = uuid.uuid4().hex
     body = {"model": "long-stream", "stream": True, "messages": [{"role": "user", "content": marker}]}
     with httpx.Client(timeout=10) as client:
-        with client.stream("POST", f"{stack.url}/v1/chat/completions", json=body) as response:
+        with client.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=stack.auth) as response:
             assert response.status_code == 200
             next(response.iter_lines())  # one event, then walk away
     left_at = time.monotonic()

@@ -88,11 +88,13 @@ def test_other_request_ids_are_replaced(value):
 
 
 def test_seal_verifies_only_with_the_same_secret_and_fields():
-    metadata = {"request_id": "r1"}
+    metadata = {"gateway_request_id": "r1", "gateway_tenant_id": "acme", "gateway_credential_id": "key:1"}
     metadata[SEAL_KEY] = seal(b"secret", metadata)
     assert is_sealed(b"secret", metadata)
+    assert is_sealed(b"secret", {**metadata, "endpoint": "set by LiteLLM", "tags": ["x"]})  # unsealed keys are free
     assert not is_sealed(b"other", metadata)
     assert not is_sealed(None, metadata)
-    assert not is_sealed(b"secret", {**metadata, "request_id": "r2"})
-    assert not is_sealed(b"secret", {"request_id": "r1"})
+    assert not is_sealed(b"secret", {**metadata, "gateway_tenant_id": "globex"})
+    assert not is_sealed(b"secret", {**metadata, "gateway_user_id": "someone"})
+    assert not is_sealed(b"secret", {k: v for k, v in metadata.items() if k != "gateway_tenant_id"})
     assert not is_sealed(b"secret", "not a dict")

@@ -11,11 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from wrapper.auth import authenticate
+from wrapper.auth.oidc import JwksCache
 from wrapper.errors import GatewayError, install_error_handlers
+from wrapper.gateway_config import ConfigStore, Role
+from wrapper.log_context import tenant_var
 from wrapper.logs import configure_logging
 from wrapper.proxy import RequestContext, forward
 from wrapper.request_body import parse_chat_request, parse_embeddings_request
 from wrapper.request_id import RequestIdMiddleware
+from wrapper.routing import check_model_allowed, models_for_tenant
 from wrapper.settings import Settings, get_settings
 from wrapper.upstream import LiteLLMClient
 
@@ -30,6 +35,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     secret = settings.internal_secret.encode()
     litellm = LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
+    gateway_config = ConfigStore(settings.config)
+    jwks = JwksCache()
+
+    async def admit_caller(request: Request, role: Role) -> RequestContext:
+        """Authenticate (API key or SSO token) and check the role, before the body is even read."""
+        ctx = RequestContext(request.scope["request_id"], request.scope["started_at"])
+        config = gateway_config.current()
+        ctx.principal = await authenticate(request.headers, config, jwks)
+        ctx.tenant = config.tenants[ctx.principal.tenant]
+        tenant_var.set(ctx.principal.tenant)
+        ctx.principal.require(role)
+        return ctx
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -43,22 +60,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        ctx = RequestContext(request.scope["request_id"], request.scope["started_at"])
+        ctx = await admit_caller(request, Role.app)
         body = parse_chat_request(await read_body(request, settings.max_body_bytes))
-        # Later steps slot in here, in this order: authenticate, admit (limits, budget),
-        # input guardrails, PII redaction, route (tier, allow-list), cache layers.
+        # Later steps slot in here, in this order: limits and budget, input guardrails, PII redaction.
+        check_model_allowed(ctx.tenant, body["model"])
+        # Then the cache layers, before forwarding.
         return await forward(litellm, "/v1/chat/completions", body, ctx, secret)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        ctx = RequestContext(request.scope["request_id"], request.scope["started_at"])
+        ctx = await admit_caller(request, Role.app)
         body = parse_embeddings_request(await read_body(request, settings.max_body_bytes))
+        check_model_allowed(ctx.tenant, body["model"])
         return await forward(litellm, "/v1/embeddings", body, ctx, secret)
 
     @app.get("/v1/models")
-    async def models() -> Response:
+    async def models(request: Request) -> Response:
+        ctx = await admit_caller(request, Role.app)
         status, content = await litellm.get("/v1/models")
-        return Response(content, status_code=status, media_type="application/json")
+        if status != 200:
+            raise GatewayError(502, "The model router could not list models.", code="upstream_error")
+        return Response(models_for_tenant(content, ctx.tenant), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict:

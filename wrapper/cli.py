@@ -4,27 +4,72 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
+from wrapper.gateway_config import ConfigError, Role
 from wrapper.settings import Settings
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="An organisation's LLM gateway.")
+    parser.add_argument("--config", type=Path, help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start LiteLLM and the wrapper together")
-    up.add_argument("--config", type=Path, help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    up.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="gateway.yaml")
     up.add_argument("--litellm-config", type=Path, help="LiteLLM config (default: $GATEWAY_LITELLM_CONFIG or ./litellm_config.yaml)")
 
-    args = parser.parse_args(argv)
+    tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
+    add = tenants.add_parser("add", help="add a tenant")
+    add.add_argument("name", help="tenant id: lower-case letters, digits, . _ -")
+    add.add_argument("--display-name", default="")
+    add.add_argument("--models", nargs="*", default=["*"], help="allowed model names (default: all)")
+    add.add_argument("--endpoints", nargs="*", default=[], help="the tenant's app endpoints")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key; prints it once, as the last line")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--endpoint")
+    create.add_argument("--role", choices=[r.value for r in Role], default=Role.app.value)
+    revoke = keys.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {"config": args.config} if args.config else {}
+    if getattr(args, "litellm_config", None):
+        overrides["litellm_config"] = args.litellm_config
+    settings = Settings(**overrides)
+    try:
+        return _run(args, settings)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, settings: Settings) -> int:
+    from wrapper import config_edit
+
     if args.command == "up":
         from wrapper.supervisor import run_pair
 
-        overrides = {k: v for k, v in (("config", args.config), ("litellm_config", args.litellm_config)) if v}
-        settings = Settings(**overrides)
         return asyncio.run(run_pair(settings))
-    return 2
+    if args.command == "tenants":
+        config_edit.add_tenant(settings.config, args.name, args.display_name, args.models, args.endpoints)
+        print(f"added tenant {args.name} to {settings.config}")
+        return 0
+    if args.action == "create":
+        key_id, key = config_edit.create_key(settings.config, args.tenant, args.name, args.endpoint, Role(args.role))
+        print(f"created key {key_id} for tenant {args.tenant} (role {args.role}); it is shown once, store it now:")
+        print(key)
+        return 0
+    config_edit.revoke_key(settings.config, args.key_id)
+    print(f"revoked key {args.key_id}")
+    return 0
 
 
 if __name__ == "__main__":

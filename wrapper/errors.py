@@ -80,7 +80,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error", extra={"request_id": request.scope.get("request_id")})
+    logger.exception("unexpected error")
     return GatewayError(500, "internal gateway error", type="api_error").to_response()
 
 

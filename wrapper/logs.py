@@ -7,6 +7,8 @@ import sys
 
 import orjson
 
+from wrapper.log_context import request_id_var, tenant_var
+
 _configured = False
 
 
@@ -18,8 +20,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "tenant"):
-            value = getattr(record, key, None)
+        for key, var in (("request_id", request_id_var), ("tenant", tenant_var)):
+            value = var.get()
             if value is not None:
                 entry[key] = value
         if record.exc_info:

@@ -6,6 +6,8 @@ import re
 import time
 import uuid
 
+from wrapper.log_context import request_id_var, tenant_var
+
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
@@ -32,6 +34,8 @@ class RequestIdMiddleware:
                 break
         scope["started_at"] = time.perf_counter()
         request_id = scope["request_id"] = choose_request_id(client_value)
+        request_id_var.set(request_id)
+        tenant_var.set(None)
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message) -> None:

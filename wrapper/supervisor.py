@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from wrapper.gateway_config import ConfigError, load_config
 from wrapper.settings import Settings
 
 STOP_GRACE_SECONDS = 10
@@ -112,6 +113,11 @@ async def _announce_when_ready(settings: Settings) -> None:
 async def run_pair(settings: Settings) -> int:
     if not settings.litellm_config.is_file():
         print(f"gateway: LiteLLM config not found: {settings.litellm_config}", file=sys.stderr)
+        return 2
+    try:
+        load_config(settings.config)  # refuse a broken gateway.yaml before starting anything
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
         return 2
     env = child_environment(settings)
     stop_requested = asyncio.Event()

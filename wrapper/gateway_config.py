@@ -1,0 +1,170 @@
+"""gateway.yaml: tenants, API keys (hashes only), roles and org SSO, validated at load.
+
+`ConfigStore` serves the current config and reloads it when the file changes
+(checked with one stat per request, so a revocation takes effect on the next
+request). A file that fails validation is rejected and logged, and the config
+in force stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+logger = logging.getLogger("wrapper.config")
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+class Role(StrEnum):
+    app = "app"  # call models
+    auditor = "auditor"  # read the audit log of its tenant
+    finance = "finance"  # read costs of its tenant
+    admin = "admin"  # everything, every tenant
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tenant(_Strict):
+    name: str = ""  # display name
+    models: list[str] = Field(default_factory=list)  # allowed model names; "*" allows all
+    endpoints: list[str] = Field(default_factory=list)  # the app endpoints the tenant owns
+
+    def allows_model(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
+class ApiKey(_Strict):
+    id: str = Field(pattern=r"^[0-9a-f]{12}$")
+    tenant: str
+    name: str
+    role: Role = Role.app
+    endpoint: str | None = None
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class OidcClaims(_Strict):
+    tenant: str = "tenant"
+    user: str = "sub"
+    roles: str = "roles"
+
+
+class Oidc(_Strict):
+    issuer: str
+    audience: str
+    jwks_url: str
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway_seconds: int = Field(30, ge=0, le=300)
+    jwks_refresh_min_seconds: float = Field(30, ge=0)  # at most one refetch per interval on unknown kid
+    claims: OidcClaims = Field(default_factory=OidcClaims)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        refused = [a for a in algorithms if a not in allowed]
+        if refused or not algorithms:
+            raise ValueError(f"only asymmetric algorithms are accepted ({sorted(allowed)}); refused: {refused}")
+        return algorithms
+
+
+class GatewayConfig(_Strict):
+    tenants: dict[str, Tenant] = Field(default_factory=dict)
+    keys: list[ApiKey] = Field(default_factory=list)
+    oidc: Oidc | None = None
+    _keys_by_id: dict[str, ApiKey] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context) -> None:
+        self._keys_by_id.update({key.id: key for key in self.keys})
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_ids(cls, tenants: dict[str, Tenant]) -> dict[str, Tenant]:
+        for tenant_id in tenants:
+            if not re.match(NAME_PATTERN, tenant_id):
+                raise ValueError(f"tenant id {tenant_id!r} must match {NAME_PATTERN}")
+        return tenants
+
+    @model_validator(mode="after")
+    def _keys_fit_tenants(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for index, key in enumerate(self.keys):
+            if key.id in seen:
+                raise ValueError(f"keys[{index}]: duplicate key id {key.id}")
+            seen.add(key.id)
+            tenant = self.tenants.get(key.tenant)
+            if tenant is None:
+                raise ValueError(f"keys[{index}] ({key.id}): unknown tenant {key.tenant!r}")
+            if key.endpoint is not None and key.endpoint not in tenant.endpoints:
+                raise ValueError(f"keys[{index}] ({key.id}): endpoint {key.endpoint!r} is not one of tenant {key.tenant!r}'s")
+        return self
+
+    def key_by_id(self, key_id: str) -> ApiKey | None:
+        return self._keys_by_id.get(key_id)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a gateway.yaml; a missing file is an empty config (no tenants, nobody gets in)."""
+    if not path.exists():
+        return GatewayConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+class ConfigStore:
+    """The config in force, reloaded when the file's stat changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self.config = load_config(path)  # at start an invalid file is fatal, with the same clear message
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def current(self) -> GatewayConfig:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._reload()
+        return self.config
+
+    def _reload(self) -> None:
+        try:
+            self.config = load_config(self.path)
+        except ConfigError as exc:
+            logger.error("rejected the new gateway config, keeping the one in force: %s", exc)
+            return
+        logger.info("reloaded the gateway config: %d tenants, %d keys", len(self.config.tenants), len(self.config.keys))
