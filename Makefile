@@ -7,10 +7,20 @@ VENV := .venv
 
 .PHONY: run test bench install clean
 
-run: install
+# Local runs use var/gateway.yaml (not committed): a `demo` tenant and a key kept in var/demo.key.
+DEMO_CONFIG := var/gateway.yaml
+
+run: install $(DEMO_CONFIG)
 	@echo "Starting the gateway (LiteLLM on 127.0.0.1:$${GATEWAY_LITELLM_PORT:-4000}, wrapper on 127.0.0.1:$${GATEWAY_PORT:-8080})."
-	@echo "Try:  curl -s localhost:$${GATEWAY_PORT:-8080}/v1/chat/completions -H 'content-type: application/json' -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'"
-	$(VENV)/bin/gateway up
+	@echo "Demo key: $$(cat var/demo.key)"
+	@echo "Try:  curl -s localhost:$${GATEWAY_PORT:-8080}/v1/chat/completions -H \"authorization: Bearer $$(cat var/demo.key)\" -H 'content-type: application/json' -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'"
+	GATEWAY_CONFIG=$(DEMO_CONFIG) $(VENV)/bin/gateway up
+
+$(DEMO_CONFIG):
+	@mkdir -p var
+	$(VENV)/bin/gateway --config $@.new tenants add demo --display-name "Local demo" >/dev/null
+	$(VENV)/bin/gateway --config $@.new keys create --tenant demo --name local-demo | tail -n 1 > var/demo.key
+	@mv $@.new $@
 
 test: install
 	$(VENV)/bin/python -m pytest

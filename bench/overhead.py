@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.identity import gateway_cli  # noqa: E402
 from tests.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
 from custom_callbacks.seal import SEAL_KEY, seal  # noqa: E402
 from wrapper.supervisor import LITELLM_OFFLINE_ENV  # noqa: E402
@@ -174,8 +175,13 @@ def main() -> None:
                      workdir / "bare.log", env)
         processes.append(bare)
 
+        gateway_config = workdir / "gateway.yaml"
+        gateway_config.unlink(missing_ok=True)
+        gateway_cli(gateway_config, "tenants", "add", "bench")
+        wrapper_headers = {"content-type": "application/json",
+                           "authorization": f"Bearer {gateway_cli(gateway_config, 'keys', 'create', '--tenant', 'bench', '--name', 'bench')}"}
         port, stack_litellm_port = free_port(), free_port()
-        full = start([str(BIN / "gateway"), "up", "--litellm-config", str(guarded)], workdir / "full.log",
+        full = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)], workdir / "full.log",
                      {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(stack_litellm_port),
                       "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET})
         processes.append(full)
@@ -186,17 +192,18 @@ def main() -> None:
         alone_port = free_port()
         alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(alone_port),
                        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                      workdir / "alone.log", {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET})
+                      workdir / "alone.log", {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                                                 "GATEWAY_CONFIG": str(gateway_config)})
         processes.append(alone)
         wait_until(f"http://127.0.0.1:{alone_port}/healthz", 30, alone, workdir / "alone.log")
 
         litellm_headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
         targets = {
             "fake provider": (fake_url, {"content-type": "application/json"}, False),
-            "wrapper -> fake provider": (f"http://127.0.0.1:{alone_port}", {"content-type": "application/json"}, False),
+            "wrapper -> fake provider": (f"http://127.0.0.1:{alone_port}", wrapper_headers, False),
             "bare LiteLLM": (f"http://127.0.0.1:{bare_port}", litellm_headers, False),
             "stack's LiteLLM, direct": (f"http://127.0.0.1:{stack_litellm_port}", litellm_headers, True),
-            "full stack": (f"http://127.0.0.1:{port}", {"content-type": "application/json"}, False),
+            "full stack": (f"http://127.0.0.1:{port}", wrapper_headers, False),
         }
         results = asyncio.run(measure(targets))
     finally:
