@@ -42,5 +42,6 @@ class WrapperOnlyGuard(CustomLogger):
             raise HTTPException(status_code=403, detail={"error": REFUSAL})
         # One line per admitted request, so operators (and tests) can see what LiteLLM was told.
         accepted = {key: metadata.get(key) for key in SEALED_KEYS}
+        accepted["user"] = data.get("user")
         logger.info("gateway_request %s", json.dumps({"call_type": str(call_type), **accepted}, sort_keys=True))
         return data

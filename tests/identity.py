@@ -33,7 +33,8 @@ class IdentityProvider:
     def __init__(self) -> None:
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ec = ec.generate_private_key(ec.SECP256R1())
-        self.unpublished = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.rotated_published = False
         self.fetches = 0
         provider = self
 
@@ -61,13 +62,21 @@ class IdentityProvider:
     def jwks(self) -> dict:
         rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa.public_key()))
         ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec.public_key()))
-        return {"keys": [{**rsa_jwk, "kid": "rsa-1", "use": "sig"}, {**ec_jwk, "kid": "ec-1", "use": "sig"}]}
+        keys = [{**rsa_jwk, "kid": "rsa-1", "use": "sig"}, {**ec_jwk, "kid": "ec-1", "use": "sig"}]
+        if self.rotated_published:
+            keys.append({**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rotated.public_key())), "kid": "rsa-2"})
+        return {"keys": keys}
+
+    def publish_rotated_key(self) -> None:
+        self.rotated_published = True
 
     def token(self, tenant: str, user: str, *, roles=("app",), algorithm="RS256", kid=None, lifetime=300, **overrides) -> str:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": user, "tenant": tenant, "roles": list(roles),
                   "iat": now, "exp": now + lifetime, **overrides}
         key, default_kid = {"RS256": (self.rsa, "rsa-1"), "ES256": (self.ec, "ec-1")}[algorithm]
+        if kid == "rsa-2":
+            key = self.rotated
         return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid or default_kid})
 
     def public_pem(self) -> bytes:

@@ -186,6 +186,26 @@ def test_a_broken_config_file_leaves_the_old_one_in_force(stack):
     assert "rejected the new gateway config" in stack.log.read_text()
 
 
+
+def test_a_key_rotated_in_at_the_identity_provider_is_fetched_on_first_use(stack):
+    stack.idp.publish_rotated_key()  # a new signing key under a new kid
+    time.sleep(1.1)  # an unknown kid refetches the JWKS at most once a second in the test config
+    fetches = stack.idp.fetches
+    assert chat(stack, stack.idp.token("acme", "carol@acme.test", kid="rsa-2")).status_code == 200
+    assert stack.idp.fetches == fetches + 1
+    assert chat(stack, stack.idp.token("acme", "carol@acme.test", kid="rsa-2")).status_code == 200
+    assert stack.idp.fetches == fetches + 1  # cached from then on
+
+
+def test_sso_user_reaches_litellm_as_user(stack):
+    # LiteLLM passes `user` on to providers that take it (OpenAI's own models), not to every provider.
+    request_id = uuid.uuid4().hex
+    token = stack.idp.token("acme", "dave@acme.test")
+    assert chat(stack, token, **{"x-request-id": request_id}).status_code == 200
+    assert accepted_by_litellm(stack, request_id)["user"] == "dave@acme.test"
+
+
+# Last in this module, so it sees every credential the tests above sent.
 def test_no_key_or_token_appears_in_any_log_line(stack):
     assert USED_SECRETS, "the tests above should have sent credentials"
     log = stack.log.read_text()
