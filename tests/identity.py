@@ -72,7 +72,7 @@ class IdentityProvider:
 
     def token(self, tenant: str, user: str, *, roles=("app",), algorithm="RS256", kid=None, lifetime=300, **overrides) -> str:
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": user, "tenant": tenant, "roles": list(roles),
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": user, "tenant": tenant, "roles": list(roles) if isinstance(roles, tuple) else roles,
                   "iat": now, "exp": now + lifetime, **overrides}
         key, default_kid = {"RS256": (self.rsa, "rsa-1"), "ES256": (self.ec, "ec-1")}[algorithm]
         if kid == "rsa-2":

@@ -167,6 +167,13 @@ def test_bad_tokens_get_401(stack, make_token):
     assert_unauthorized(chat(stack, make_token(stack)))
 
 
+@pytest.mark.parametrize("roles", [{"admin": True}, 42, ["owner", {"x": 1}]])
+def test_a_token_with_odd_roles_gets_403_not_500(stack, roles):
+    token = stack.idp.token("acme", "u", roles=roles)
+    response = chat(stack, token)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "role_not_allowed"
+
+
 def test_a_token_of_a_tenant_the_gateway_does_not_know_gets_403(stack):
     response = chat(stack, stack.idp.token("initech", "peter"))
     assert response.status_code == 403 and response.json()["error"]["code"] == "tenant_not_enabled"

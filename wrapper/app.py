@@ -58,21 +58,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 
+    async def model_call(request: Request, path: str, parse_body) -> Response:
+        """The request flow of every model call, in order."""
+        ctx = await admit_caller(request, Role.app)  # 1. authenticate
+        body = parse_body(await read_body(request, settings.max_body_bytes))
+        # 2. limits and budget, 3. input guardrails, 4. PII redaction: later issues slot in here.
+        check_model_allowed(ctx.tenant, body["model"])  # 5. route: the tenant's allow-list
+        # 6. cache layers slot in here.
+        return await forward(litellm, path, body, ctx, secret)  # 7-8. LiteLLM, and the response path
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        ctx = await admit_caller(request, Role.app)
-        body = parse_chat_request(await read_body(request, settings.max_body_bytes))
-        # Later steps slot in here, in this order: limits and budget, input guardrails, PII redaction.
-        check_model_allowed(ctx.tenant, body["model"])
-        # Then the cache layers, before forwarding.
-        return await forward(litellm, "/v1/chat/completions", body, ctx, secret)
+        return await model_call(request, "/v1/chat/completions", parse_chat_request)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        ctx = await admit_caller(request, Role.app)
-        body = parse_embeddings_request(await read_body(request, settings.max_body_bytes))
-        check_model_allowed(ctx.tenant, body["model"])
-        return await forward(litellm, "/v1/embeddings", body, ctx, secret)
+        return await model_call(request, "/v1/embeddings", parse_embeddings_request)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

@@ -84,13 +84,19 @@ async def _from_token(token: str, config: GatewayConfig, jwks: JwksCache):
         raise AuthError("The token lacks the tenant or user claim.")
     if tenant not in config.tenants:
         raise forbidden("This tenant is not enabled on the gateway.", "tenant_not_enabled")
-    raw_roles = claims.get(oidc.claims.roles) or [Role.app.value]
-    raw_roles = [raw_roles] if isinstance(raw_roles, str) else raw_roles
-    roles = frozenset(Role(r) for r in raw_roles if r in Role.__members__)
+    roles = _roles(claims.get(oidc.claims.roles))
     if not roles:
         raise forbidden("The token carries no gateway role.", "role_not_allowed")
     subject = hashlib.sha256(f"{claims.get('iss')}|{user}".encode()).hexdigest()[:16]
     return tenant, user, roles, f"sso:{subject}", None
+
+
+def _roles(claim: object) -> frozenset[Role]:
+    """Gateway roles named in the claim (a string or a list); none at all means `app`."""
+    if claim is None or claim == []:
+        return frozenset({Role.app})
+    names = [claim] if isinstance(claim, str) else claim if isinstance(claim, list) else []
+    return frozenset(Role(name) for name in names if isinstance(name, str) and name in Role.__members__)
 
 
 def _endpoint(requested: str | None, bound: str | None, owned: list[str]) -> str | None:
