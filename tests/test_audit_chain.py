@@ -1,0 +1,161 @@
+"""The audit chain on real PostgreSQL and on SQLite: append-only, tamper-evident, gap-free under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import subprocess
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from tests.processes import BIN, ROOT
+from wrapper.audit.migrate import upgrade_database
+from wrapper.audit.store import AuditStore, make_engine
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _admin(statement: str) -> None:
+    """Run one statement on the server's `test` database, from sync code, on a thread's own event loop."""
+
+    async def run() -> None:
+        connection = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database for one test."""
+    name = f"gw_audit_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def store(request, tmp_path):
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    await upgrade_database(url)
+    store = AuditStore(make_engine(url))
+    store.url = url
+    yield store
+    await store.engine.dispose()
+
+
+def record(tenant: str, n: int, **extra) -> dict:
+    return {"tenant": tenant, "request_id": f"{tenant}-{n}", "occurred_at": datetime.now(UTC), "status": 200,
+            "model": "fake-chat", "cost": "0.000120", **extra}
+
+
+async def tamper(store: AuditStore, *statements: str, **params) -> None:
+    """Change the log the way a database superuser could: with the append-only triggers out of the way."""
+    async with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))  # superuser: triggers off
+        else:
+            await conn.execute(text("DROP TRIGGER audit_events_no_update"))
+            await conn.execute(text("DROP TRIGGER audit_events_no_delete"))
+        for statement in statements:
+            await conn.execute(text(statement), params)
+
+
+async def test_records_chain_per_tenant_without_gaps_and_verify(store):
+    placed = await store.append([record("acme", 1), record("globex", 1), record("acme", 2)])
+    assert placed == [("acme", 1), ("globex", 1), ("acme", 2)]
+    await store.append([record("acme", 3)])
+    assert await store.tenants() == ["acme", "globex"]
+    acme, globex = await store.verify("acme"), await store.verify("globex")
+    assert acme.ok and acme.checked == 3
+    assert globex.ok and globex.checked == 1
+
+
+async def test_the_database_refuses_update_and_delete(store):
+    await store.append([record("acme", 1)])
+    for statement in ("UPDATE audit_events SET record = '{}'", "DELETE FROM audit_events"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with store.engine.begin() as conn:
+                await conn.execute(text(statement))
+    assert (await store.verify("acme")).ok
+
+
+async def test_postgres_refuses_truncate(pg_url):
+    await upgrade_database(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        await AuditStore(engine).append([record("acme", 1)])
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text("TRUNCATE audit_events"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "statements, bad_seq, reason",
+    [
+        (["UPDATE audit_events SET record = replace(record, '\"status\"\\:200', '\"status\"\\:500') WHERE seq = 3"],
+         3, "does not match its hash"),
+        (["DELETE FROM audit_events WHERE seq = 2"], 2, "missing"),
+        (["DELETE FROM audit_events WHERE seq = 5"], 5, "head says 5"),  # the newest record, cut off
+        # Swap the content of records 2 and 4 (their hashes and links travel with them).
+        (["UPDATE audit_events SET seq = -2 WHERE seq = 2", "UPDATE audit_events SET seq = 2 WHERE seq = 4",
+          "UPDATE audit_events SET seq = 4 WHERE seq = -2"], 2, "prev_hash"),
+        (["UPDATE audit_events SET request_id = 'other' WHERE seq = 4"], 4, "request_id"),
+    ],
+    ids=["changed-field", "deleted-row", "deleted-tail", "swapped-rows", "changed-column"],
+)
+async def test_tampering_is_detected_at_the_first_bad_seq(store, statements, bad_seq, reason):
+    await store.append([record("acme", n) for n in range(1, 6)])
+    await tamper(store, *[s + (" AND tenant = 'acme'" if "WHERE" in s else "") for s in statements])
+    verdict = await store.verify("acme")
+    assert not verdict.ok
+    assert verdict.first_bad_seq == bad_seq and reason in verdict.reason, verdict
+
+
+async def test_recomputed_hashes_do_not_hide_a_change_from_the_next_link(store):
+    # A careful forger rewrites record 2 and its row_hash; record 3 still points at the old hash.
+    await store.append([record("acme", n) for n in range(1, 4)])
+    from wrapper.audit.chain import row_hash
+
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(text("SELECT prev_hash, record FROM audit_events WHERE tenant='acme' AND seq=2"))).one()
+    forged = row.record.replace('"status":200', '"status":404')
+    digest = row_hash("acme", 2, row.prev_hash, forged)
+    await tamper(store, "UPDATE audit_events SET record = :forged, row_hash = :digest WHERE tenant='acme' AND seq = 2",
+                 forged=forged, digest=digest)
+    verdict = await store.verify("acme")
+    assert not verdict.ok and verdict.first_bad_seq == 3 and "prev_hash" in verdict.reason
+
+
+async def test_concurrent_writers_in_two_processes_leave_a_gap_free_chain(pg_url):
+    await upgrade_database(pg_url)
+    tasks, each = 8, 500
+    command = [str(BIN / "python"), "-m", "tests.audit_writer", pg_url, "acme", str(tasks), str(each)]
+    writers = [subprocess.Popen([*command, label], cwd=ROOT) for label in ("p1", "p2")]
+    codes = await asyncio.gather(*(asyncio.to_thread(w.wait, 300) for w in writers))
+    assert codes == [0, 0]
+    engine = make_engine(pg_url)
+    try:
+        verdict = await AuditStore(engine).verify("acme")
+        assert verdict.ok and verdict.checked == 2 * tasks * each, verdict
+        async with engine.connect() as conn:
+            distinct = (await conn.execute(text("SELECT count(DISTINCT request_id) FROM audit_events"))).scalar()
+        assert distinct == 2 * tasks * each  # nothing lost, nothing written twice
+    finally:
+        await engine.dispose()

@@ -1,0 +1,31 @@
+"""Tables of the audit log (created by the Alembic migrations in ./migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# Append-only: the database refuses UPDATE, DELETE and TRUNCATE (see the first migration).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("request_id", String(128), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("record", Text, nullable=False),  # the canonical JSON the hash covers
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
+)
+Index("ix_audit_events_request_id", audit_events.c.request_id)
+Index("ix_audit_events_tenant_time", audit_events.c.tenant, audit_events.c.occurred_at)
+
+# The head of each tenant's chain: serialises appends across processes (row lock) in O(1).
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+)
