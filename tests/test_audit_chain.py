@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import subprocess
 import uuid
 from datetime import UTC, datetime
@@ -20,11 +21,11 @@ from wrapper.audit.store import AuditStore, make_engine
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _admin(statement: str) -> None:
-    """Run one statement on the server's `test` database, from sync code, on a thread's own event loop."""
+def _admin(statement: str, dsn: str = ADMIN_DSN) -> None:
+    """Run SQL as the superuser (the `test` database unless told), from sync code, on a thread's own event loop."""
 
     async def run() -> None:
-        connection = await asyncpg.connect(ADMIN_DSN)
+        connection = await asyncpg.connect(dsn)
         try:
             await connection.execute(statement)
         finally:
@@ -69,8 +70,8 @@ async def tamper(store: AuditStore, *statements: str, **params) -> None:
         if store.engine.dialect.name == "postgresql":
             await conn.execute(text("SET LOCAL session_replication_role = replica"))  # superuser: triggers off
         else:
-            await conn.execute(text("DROP TRIGGER audit_events_no_update"))
-            await conn.execute(text("DROP TRIGGER audit_events_no_delete"))
+            for trigger in ("audit_events_no_update", "audit_events_no_delete"):
+                await conn.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))
         for statement in statements:
             await conn.execute(text(statement), params)
 
@@ -159,3 +160,125 @@ async def test_concurrent_writers_in_two_processes_leave_a_gap_free_chain(pg_url
         assert distinct == 2 * tasks * each  # nothing lost, nothing written twice
     finally:
         await engine.dispose()
+
+
+# --- Signed checkpoints ------------------------------------------------------------------------
+
+from wrapper.audit.chain import GENESIS, row_hash  # noqa: E402
+from wrapper.audit.signing import Signer  # noqa: E402
+
+
+@pytest.fixture
+def signer(tmp_path) -> Signer:
+    return Signer.load_or_create(None, tmp_path / "audit-signing.key")
+
+
+async def rewrite_consistently(store: AuditStore, tenant: str, from_seq: int) -> None:
+    """What a superuser could do: change a record and recompute every hash after it, and the head."""
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT seq, prev_hash, record FROM audit_events WHERE tenant = :t ORDER BY seq"),
+                                   {"t": tenant})).all()
+    prev = GENESIS
+    statements, params = [], {}
+    for row in rows:
+        record = row.record
+        if row.seq == from_seq:
+            record = record.replace('"status":200', '"status":403')
+        digest = row_hash(tenant, row.seq, prev, record)
+        statements.append(f"UPDATE audit_events SET record = :r{row.seq}, prev_hash = :p{row.seq}, row_hash = :h{row.seq} "
+                          f"WHERE tenant = '{tenant}' AND seq = {row.seq}")
+        params.update({f"r{row.seq}": record, f"p{row.seq}": prev, f"h{row.seq}": digest})
+        prev = digest
+    statements.append(f"UPDATE audit_heads SET head_hash = '{prev}' WHERE tenant = '{tenant}'")
+    await tamper(store, *statements, **params)
+
+
+async def test_a_consistent_rewrite_passes_the_chain_alone_but_not_a_signed_checkpoint(store, signer):
+    keys = {signer.key_id: signer.public_key}
+    await store.append([record("acme", n) for n in range(1, 4)])
+    await rewrite_consistently(store, "acme", from_seq=2)
+    assert (await store.verify("acme", keys)).ok  # the control: without a checkpoint the rewrite is invisible
+
+    await store.append([record("globex", n) for n in range(1, 6)])
+    assert await store.checkpoint("globex", signer) == 5
+    assert await store.checkpoint("globex", signer) is None  # nothing new to sign
+    await rewrite_consistently(store, "globex", from_seq=2)
+    verdict = await store.verify("globex", keys)
+    assert not verdict.ok and verdict.first_bad_seq == 5 and "rewritten after a signed checkpoint" in verdict.reason
+
+
+async def test_an_altered_checkpoint_is_detected(store, signer, tmp_path):
+    keys = {signer.key_id: signer.public_key}
+    await store.append([record("acme", n) for n in range(1, 4)])
+    await store.checkpoint("acme", signer)
+    assert (await store.verify("acme", keys)).ok
+    # The superuser moves the signed head to match a rewritten chain: the signature no longer fits.
+    await tamper(store, *(["DROP TRIGGER audit_checkpoints_no_update"] if store.engine.dialect.name == "sqlite" else []),
+                 f"UPDATE audit_checkpoints SET head_hash = '{'f' * 64}' WHERE tenant = 'acme'")
+    verdict = await store.verify("acme", keys)
+    assert not verdict.ok and verdict.first_bad_seq == 3 and "invalid signature" in verdict.reason
+    other = Signer.load_or_create(None, tmp_path / "another.key")
+    assert "unknown key" in (await store.verify("acme", {other.key_id: other.public_key})).reason
+
+
+async def test_records_cut_off_behind_a_checkpoint_are_detected(store, signer):
+    keys = {signer.key_id: signer.public_key}
+    await store.append([record("acme", n) for n in range(1, 5)])
+    await store.checkpoint("acme", signer)
+    async with store.engine.connect() as conn:
+        head_at_2 = (await conn.execute(text("SELECT row_hash FROM audit_events WHERE tenant='acme' AND seq=2"))).scalar()
+    await tamper(store, "DELETE FROM audit_events WHERE tenant = 'acme' AND seq > 2",
+                 f"UPDATE audit_heads SET seq = 2, head_hash = '{head_at_2}' WHERE tenant = 'acme'")
+    verdict = await store.verify("acme", keys)
+    assert not verdict.ok and verdict.first_bad_seq == 3 and "checkpoint 4 signed it" in verdict.reason
+
+
+async def test_checkpoints_are_append_only(store, signer):
+    await store.append([record("acme", 1)])
+    await store.checkpoint("acme", signer)
+    for statement in ("UPDATE audit_checkpoints SET seq = 9", "DELETE FROM audit_checkpoints"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with store.engine.begin() as conn:
+                await conn.execute(text(statement))
+
+
+def test_the_signing_key_is_made_once_and_kept_private(tmp_path):
+    path = tmp_path / "var" / "audit-signing.key"
+    first = Signer.load_or_create(None, path)
+    assert Signer.load_or_create(None, path).key_id == first.key_id
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ValueError):
+        Signer.from_seed("c2hvcnQ=")
+
+
+# --- The CLI ----------------------------------------------------------------------------------
+
+def test_cli_upgrades_the_database_and_verify_exits_by_verdict(pg_url, tmp_path):
+    env = {**os.environ, "GATEWAY_DATABASE_URL": pg_url, "GATEWAY_VAR_DIR": str(tmp_path)}
+
+    def gateway(*args):
+        return subprocess.run([str(BIN / "gateway"), *args], capture_output=True, text=True, env=env, cwd=ROOT)
+
+    assert gateway("db", "upgrade").returncode == 0
+    assert gateway("db", "upgrade").returncode == 0  # idempotent
+
+    async def fill_and_sign():
+        engine = make_engine(pg_url)
+        store = AuditStore(engine)
+        await store.append([record("acme", n) for n in range(1, 4)] + [record("globex", 1)])
+        await store.checkpoint("acme", Signer.load_or_create(None, tmp_path / "audit-signing.key"))
+        await engine.dispose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, fill_and_sign()).result()
+
+    intact = gateway("audit", "verify")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "acme: intact, 3 records" in intact.stdout and "globex: intact, 1 records" in intact.stdout
+
+    _admin("SET session_replication_role = replica; UPDATE audit_events SET record = record || ' ' WHERE seq = 2 AND tenant = 'acme'",
+           dsn=pg_url.replace("postgresql+asyncpg", "postgresql"))
+    broken = gateway("audit", "verify", "--tenant", "acme")
+    assert broken.returncode == 1
+    assert "first bad record is seq 2" in broken.stdout
+

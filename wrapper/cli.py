@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=[r.value for r in Role], default=Role.app.value)
     revoke = keys.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id")
+
+    db = commands.add_parser("db", help="the gateway's database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply the schema migrations ($GATEWAY_DATABASE_URL)")
+
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    verify = audit.add_parser("verify", help="exit 0 if the log is intact, 1 naming the first bad record")
+    verify.add_argument("--tenant", help="one tenant (default: every tenant in the log)")
     return parser
 
 
@@ -58,6 +65,10 @@ def _run(args, settings: Settings) -> int:
         from wrapper.supervisor import run_pair
 
         return asyncio.run(run_pair(settings))
+    if args.command in ("db", "audit"):
+        from wrapper.audit import commands
+
+        return commands.run(args, settings)
     if args.command == "tenants":
         config_edit.add_tenant(settings.config, args.name, args.display_name, args.models, args.endpoints)
         print(f"added tenant {args.name} to {settings.config}")

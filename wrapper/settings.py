@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     # LiteLLM's router owns per-model timeouts; this only stops a wedged LiteLLM holding a request forever.
     upstream_timeout_seconds: float = Field(900.0, gt=0)
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    # The audit store: PostgreSQL (postgresql+asyncpg://...) in production, a SQLite file by default.
+    database_url: str = "sqlite+aiosqlite:///var/gateway.db"
+    audit_signing_key: str | None = None  # base64 Ed25519 seed; generated under var/ when unset
+    var_dir: Path = Path("var")
 
     @property
     def litellm_url(self) -> str:

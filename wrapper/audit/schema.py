@@ -29,3 +29,15 @@ audit_heads = Table(
     Column("seq", BigInteger, nullable=False),
     Column("head_hash", String(64), nullable=False),
 )
+
+# Signed checkpoints of each chain's head (append-only too; see the second migration).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),  # ISO text: exactly what was signed
+    Column("key_id", String(16), nullable=False),
+    Column("signature", Text, nullable=False),
+)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,7 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from wrapper.audit.chain import GENESIS, canonical, row_hash
-from wrapper.audit.schema import audit_events, audit_heads
+from wrapper.audit.schema import audit_checkpoints, audit_events, audit_heads
+from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,34 @@ class AuditStore:
         async with self.engine.connect() as conn:
             return list((await conn.execute(select(audit_heads.c.tenant).order_by(audit_heads.c.tenant))).scalars())
 
-    async def verify(self, tenant: str) -> Verdict:
-        """Recompute the tenant's chain from the first record; name the first record that does not fit."""
+    async def checkpoint(self, tenant: str, signer: Signer) -> int | None:
+        """Sign the tenant's current head; returns its seq (None when there is nothing new to sign)."""
+        async with self.engine.begin() as conn:
+            head = (await conn.execute(select(audit_heads).where(audit_heads.c.tenant == tenant))).one_or_none()
+            if head is None or head.seq == 0:
+                return None
+            latest = (await conn.execute(select(audit_checkpoints.c.seq).where(audit_checkpoints.c.tenant == tenant)
+                                         .order_by(audit_checkpoints.c.seq.desc()).limit(1))).scalar()
+            if latest == head.seq:
+                return None
+            created_at = datetime.now(UTC).isoformat()
+            signature = signer.sign(checkpoint_message(tenant, head.seq, head.head_hash, created_at))
+            await conn.execute(audit_checkpoints.insert().values(
+                tenant=tenant, seq=head.seq, head_hash=head.head_hash, created_at=created_at,
+                key_id=signer.key_id, signature=signature))
+            return head.seq
+
+    async def verify(self, tenant: str, public_keys: dict[str, Ed25519PublicKey] | None = None) -> Verdict:
+        """Recompute the tenant's chain and check its signed checkpoints; name the first record that does not fit."""
         expected_seq, prev, checked = 1, GENESIS, 0
         async with self.engine.connect() as conn:
             head = (await conn.execute(select(audit_heads).where(audit_heads.c.tenant == tenant))).one_or_none()
+            checkpoints = (await conn.execute(select(audit_checkpoints).where(audit_checkpoints.c.tenant == tenant)
+                                              .order_by(audit_checkpoints.c.seq))).all()
+            problem = _bad_signature(checkpoints, public_keys or {})
+            if problem:
+                return Verdict(tenant, False, 0, *problem)
+            signed_heads = {c.seq: c.head_hash for c in checkpoints}
             result = await conn.stream(select(audit_events).where(audit_events.c.tenant == tenant).order_by(audit_events.c.seq))
             async for row in result:
                 if row.seq != expected_seq:
@@ -91,10 +117,26 @@ class AuditStore:
                     return Verdict(tenant, False, checked, row.seq, "the record does not match its hash")
                 if _column_mismatch(row):
                     return Verdict(tenant, False, checked, row.seq, f"column {_column_mismatch(row)} differs from the hashed record")
+                if signed_heads.get(row.seq, row.row_hash) != row.row_hash:
+                    return Verdict(tenant, False, checked, row.seq,
+                                   f"the chain up to {row.seq} was rewritten after a signed checkpoint")
                 prev, expected_seq, checked = row.row_hash, expected_seq + 1, checked + 1
+        beyond = [seq for seq in signed_heads if seq > checked]
+        if beyond:
+            return Verdict(tenant, False, checked, checked + 1, f"record {checked + 1} is missing (checkpoint {beyond[0]} signed it)")
         if head is not None and (head.seq != checked or head.head_hash != prev):
             return Verdict(tenant, False, checked, checked + 1, f"the chain ends at {checked} but its head says {head.seq}")
         return Verdict(tenant, True, checked)
+
+
+def _bad_signature(checkpoints, public_keys: dict[str, Ed25519PublicKey]) -> tuple[int, str] | None:
+    for c in checkpoints:
+        key = public_keys.get(c.key_id)
+        if key is None:
+            return c.seq, f"checkpoint {c.seq} is signed by unknown key {c.key_id}"
+        if not signature_valid(key, checkpoint_message(c.tenant, c.seq, c.head_hash, c.created_at), c.signature):
+            return c.seq, f"checkpoint {c.seq} has an invalid signature"
+    return None
 
 
 def _jsonable(record: dict) -> dict:

@@ -12,7 +12,7 @@ down_revision = None
 
 _POSTGRES_IMMUTABLE = [
     """CREATE FUNCTION audit_events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP; END $$""",
+       BEGIN RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP; END $$""",
     """CREATE TRIGGER audit_events_no_update_delete BEFORE UPDATE OR DELETE ON audit_events
        FOR EACH ROW EXECUTE FUNCTION audit_events_refuse_change()""",
     """CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
