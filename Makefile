@@ -27,6 +27,7 @@ test: install
 
 bench: install
 	$(VENV)/bin/python bench/overhead.py
+	$(VENV)/bin/python bench/audit_store.py
 
 install: $(VENV)/.installed
 
