@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from wrapper.auth.keys import new_key
-from wrapper.gateway_config import ConfigError, GatewayConfig, Role, Tenant
+from wrapper.gateway_config import ConfigError, Role, Tenant, validate_config
 
 
 @contextmanager
@@ -34,10 +34,7 @@ def _edit(path: Path, change: Callable[[dict], object]):
     with _locked(path):
         data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
         result = change(data)
-        try:
-            GatewayConfig.model_validate(data)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: the change would make the config invalid: {exc}") from None
+        validate_config(data, f"{path} (after this change, which was not written)")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w") as out:
             yaml.safe_dump(data, out, sort_keys=False)

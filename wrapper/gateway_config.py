@@ -129,11 +129,16 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    return validate_config(data, str(path))
+
+
+def validate_config(data: dict, source: str) -> GatewayConfig:
+    """Validate a parsed config; the error names the source and each bad field."""
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{source}: {problems}") from None
 
 
 class ConfigStore:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -115,8 +114,8 @@ class AuditStore:
                     return Verdict(tenant, False, checked, row.seq, "prev_hash does not link to the record before")
                 if row_hash(tenant, row.seq, row.prev_hash, row.record) != row.row_hash:
                     return Verdict(tenant, False, checked, row.seq, "the record does not match its hash")
-                if _column_mismatch(row):
-                    return Verdict(tenant, False, checked, row.seq, f"column {_column_mismatch(row)} differs from the hashed record")
+                if column := _column_mismatch(row):
+                    return Verdict(tenant, False, checked, row.seq, f"column {column} differs from the hashed record")
                 if signed_heads.get(row.seq, row.row_hash) != row.row_hash:
                     return Verdict(tenant, False, checked, row.seq,
                                    f"the chain up to {row.seq} was rewritten after a signed checkpoint")
