@@ -6,75 +6,15 @@ import asyncio
 import concurrent.futures
 import os
 import subprocess
-import uuid
-from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tests.audit_db import as_superuser, pg_url, record, sqlite_url, store, tamper  # noqa: F401 (fixtures)
 from tests.processes import BIN, ROOT
 from wrapper.audit.migrate import upgrade_database
 from wrapper.audit.store import AuditStore, make_engine
-
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _admin(statement: str, dsn: str = ADMIN_DSN) -> None:
-    """Run SQL as the superuser (the `test` database unless told), from sync code, on a thread's own event loop."""
-
-    async def run() -> None:
-        connection = await asyncpg.connect(dsn)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database for one test."""
-    name = f"gw_audit_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def sqlite_url(tmp_path):
-    return f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def store(request, tmp_path):
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    await upgrade_database(url)
-    store = AuditStore(make_engine(url))
-    store.url = url
-    yield store
-    await store.engine.dispose()
-
-
-def record(tenant: str, n: int, **extra) -> dict:
-    return {"tenant": tenant, "request_id": f"{tenant}-{n}", "occurred_at": datetime.now(UTC), "status": 200,
-            "model": "fake-chat", "cost": "0.000120", **extra}
-
-
-async def tamper(store: AuditStore, *statements: str, **params) -> None:
-    """Change the log the way a database superuser could: with the append-only triggers out of the way."""
-    async with store.engine.begin() as conn:
-        if store.engine.dialect.name == "postgresql":
-            await conn.execute(text("SET LOCAL session_replication_role = replica"))  # superuser: triggers off
-        else:
-            for trigger in ("audit_events_no_update", "audit_events_no_delete"):
-                await conn.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))
-        for statement in statements:
-            await conn.execute(text(statement), params)
-
 
 async def test_records_chain_per_tenant_without_gaps_and_verify(store):
     placed = await store.append([record("acme", 1), record("globex", 1), record("acme", 2)])
@@ -136,7 +76,7 @@ async def test_recomputed_hashes_do_not_hide_a_change_from_the_next_link(store):
 
     async with store.engine.connect() as conn:
         row = (await conn.execute(text("SELECT prev_hash, record FROM audit_events WHERE tenant='acme' AND seq=2"))).one()
-    forged = row.record.replace('"status":200', '"status":404')
+    forged = row.record.replace('"cost":"0.000120"', '"cost":"0.000001"')  # a field with no query column
     digest = row_hash("acme", 2, row.prev_hash, forged)
     await tamper(store, "UPDATE audit_events SET record = :forged, row_hash = :digest WHERE tenant='acme' AND seq = 2",
                  forged=forged, digest=digest)
@@ -183,7 +123,7 @@ async def rewrite_consistently(store: AuditStore, tenant: str, from_seq: int) ->
     for row in rows:
         record = row.record
         if row.seq == from_seq:
-            record = record.replace('"status":200', '"status":403')
+            record = record.replace('"cost":"0.000120"', '"cost":"0.000001"')
         digest = row_hash(tenant, row.seq, prev, record)
         statements.append(f"UPDATE audit_events SET record = :r{row.seq}, prev_hash = :p{row.seq}, row_hash = :h{row.seq} "
                           f"WHERE tenant = '{tenant}' AND seq = {row.seq}")
@@ -276,7 +216,7 @@ def test_cli_upgrades_the_database_and_verify_exits_by_verdict(pg_url, tmp_path)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "acme: intact, 3 records" in intact.stdout and "globex: intact, 1 records" in intact.stdout
 
-    _admin("SET session_replication_role = replica; UPDATE audit_events SET record = record || ' ' WHERE seq = 2 AND tenant = 'acme'",
+    as_superuser("SET session_replication_role = replica; UPDATE audit_events SET record = record || ' ' WHERE seq = 2 AND tenant = 'acme'",
            dsn=pg_url.replace("postgresql+asyncpg", "postgresql"))
     broken = gateway("audit", "verify", "--tenant", "acme")
     assert broken.returncode == 1

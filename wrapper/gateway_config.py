@@ -15,6 +15,7 @@ import threading
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -35,10 +36,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Records of requests that belong to no tenant (bad credentials, unknown tenant) go to this
+# chain. Tenant ids cannot start with "_", so it never collides with a configured tenant.
+SYSTEM_TENANT = "_system"
+
+
+class AuditContent(StrEnum):
+    none = "none"  # no content, only the facts of the request
+    hash = "hash"  # SHA-256 of the canonical request and of the response as sent
+    full = "full"  # the text itself (after PII redaction)
+
+
+class AuditPolicy(_Strict):
+    content: AuditContent = AuditContent.hash
+    # closed: no committed record, no answer (503). open: the record goes to a local spool, replayed later.
+    on_store_failure: Literal["closed", "open"] = "closed"
+    retention_days: int | None = Field(None, ge=1)  # None keeps records forever
+    legal_hold: bool = False  # blocks any retention cut
+
+
 class Tenant(_Strict):
     name: str = ""  # display name
     models: list[str] = Field(default_factory=list)  # allowed model names; "*" allows all
     endpoints: list[str] = Field(default_factory=list)  # the app endpoints the tenant owns
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
 
     def allows_model(self, model: str) -> bool:
         return "*" in self.models or model in self.models

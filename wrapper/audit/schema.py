@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -17,6 +17,11 @@ audit_events = Table(
     Column("record", Text, nullable=False),  # the canonical JSON the hash covers
     Column("prev_hash", String(64), nullable=False),
     Column("row_hash", String(64), nullable=False),
+    # Copies of record fields for the audit API's filters (migration 0003; verify checks they agree).
+    Column("user_id", String(256)),
+    Column("endpoint", String(64)),
+    Column("model", String(256)),
+    Column("status", Integer),
 )
 Index("ix_audit_events_request_id", audit_events.c.request_id)
 Index("ix_audit_events_tenant_time", audit_events.c.tenant, audit_events.c.occurred_at)

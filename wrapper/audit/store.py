@@ -17,11 +17,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wrapper.audit.chain import GENESIS, canonical, row_hash
 from wrapper.audit.schema import audit_checkpoints, audit_events, audit_heads
 from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
+
+
+# Query columns kept beside the hashed record: column name -> record field.
+QUERY_COLUMNS = {"user_id": "user", "endpoint": "endpoint", "model": "model", "status": "status"}
 
 
 @dataclass(frozen=True)
@@ -46,32 +50,37 @@ class AuditStore:
 
     async def append(self, records: list[dict]) -> list[tuple[str, int]]:
         """Append records (each with tenant, request_id, occurred_at) in one transaction; returns (tenant, seq) of each."""
+        async with self.engine.begin() as conn:
+            return await self.append_in(conn, records)
+
+    async def append_in(self, conn: AsyncConnection, records: list[dict]) -> list[tuple[str, int]]:
+        """Append within the caller's transaction (the retention cut deletes and records in one)."""
         by_tenant: dict[str, list[dict]] = defaultdict(list)
         for record in records:
             by_tenant[record["tenant"]].append(record)
         placed: dict[int, tuple[str, int]] = {}
-        async with self.engine.begin() as conn:
-            for tenant in sorted(by_tenant):  # one lock order for every writer: no deadlocks
-                await conn.execute(
-                    self._insert(audit_heads).values(tenant=tenant, seq=0, head_hash=GENESIS).on_conflict_do_nothing()
-                )
-                head = (
-                    await conn.execute(select(audit_heads.c.seq, audit_heads.c.head_hash)
-                                       .where(audit_heads.c.tenant == tenant).with_for_update())
-                ).one()
-                seq, prev = head.seq, head.head_hash
-                rows = []
-                for record in by_tenant[tenant]:
-                    seq += 1
-                    text = canonical(_jsonable(record))
-                    digest = row_hash(tenant, seq, prev, text)
-                    rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
-                                 "occurred_at": record["occurred_at"], "record": text,
-                                 "prev_hash": prev, "row_hash": digest})
-                    placed[id(record)] = (tenant, seq)
-                    prev = digest
-                await conn.execute(audit_events.insert(), rows)
-                await conn.execute(update(audit_heads).where(audit_heads.c.tenant == tenant).values(seq=seq, head_hash=prev))
+        for tenant in sorted(by_tenant):  # one lock order for every writer: no deadlocks
+            await conn.execute(
+                self._insert(audit_heads).values(tenant=tenant, seq=0, head_hash=GENESIS).on_conflict_do_nothing()
+            )
+            head = (
+                await conn.execute(select(audit_heads.c.seq, audit_heads.c.head_hash)
+                                   .where(audit_heads.c.tenant == tenant).with_for_update())
+            ).one()
+            seq, prev = head.seq, head.head_hash
+            rows = []
+            for record in by_tenant[tenant]:
+                seq += 1
+                text = canonical(_jsonable(record))
+                digest = row_hash(tenant, seq, prev, text)
+                rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
+                             "occurred_at": record["occurred_at"], "record": text,
+                             "prev_hash": prev, "row_hash": digest,
+                             **{column: record.get(field) for column, field in QUERY_COLUMNS.items()}})
+                placed[id(record)] = (tenant, seq)
+                prev = digest
+            await conn.execute(audit_events.insert(), rows)
+            await conn.execute(update(audit_heads).where(audit_heads.c.tenant == tenant).values(seq=seq, head_hash=prev))
         return [placed[id(record)] for record in records]
 
     async def tenants(self) -> list[str]:
@@ -147,6 +156,9 @@ def _column_mismatch(row) -> str | None:
     record = json.loads(row.record)
     if record.get("request_id") != row.request_id:
         return "request_id"
+    for column, field in QUERY_COLUMNS.items():
+        if record.get(field) != getattr(row, column):
+            return column
     occurred = datetime.fromisoformat(record["occurred_at"])
     if occurred != (row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=occurred.tzinfo)):
         return "occurred_at"

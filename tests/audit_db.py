@@ -1,0 +1,72 @@
+"""Audit databases for tests: a fresh PostgreSQL database per test, or a SQLite file, migrated."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from wrapper.audit.migrate import upgrade_database
+from wrapper.audit.store import AuditStore, make_engine
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def as_superuser(statement: str, dsn: str = ADMIN_DSN) -> None:
+    """Run SQL as the superuser (the `test` database unless told), from sync code, on a thread's own event loop."""
+
+    async def run() -> None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database for one test."""
+    name = f"gw_audit_{uuid.uuid4().hex[:12]}"
+    as_superuser(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    as_superuser(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def store(request, tmp_path):
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    await upgrade_database(url)
+    store = AuditStore(make_engine(url))
+    store.url = url
+    yield store
+    await store.engine.dispose()
+
+
+def record(tenant: str, n: int, **extra) -> dict:
+    return {"tenant": tenant, "request_id": f"{tenant}-{n}", "occurred_at": datetime.now(UTC), "status": 200,
+            "model": "fake-chat", "cost": "0.000120", **extra}
+
+
+async def tamper(store: AuditStore, *statements: str, **params) -> None:
+    """Change the log the way a database superuser could: with the append-only triggers out of the way."""
+    async with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))  # superuser: triggers off
+        else:
+            for trigger in ("audit_events_no_update", "audit_events_no_delete"):
+                await conn.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))
+        for statement in statements:
+            await conn.execute(text(statement), params)
