@@ -70,3 +70,29 @@ async def tamper(store: AuditStore, *statements: str, **params) -> None:
                 await conn.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))
         for statement in statements:
             await conn.execute(text(statement), params)
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def query(url: str, statement: str, *args) -> list:
+    """Rows of a query on a PostgreSQL audit database, from sync test code."""
+
+    async def run() -> list:
+        connection = await asyncpg.connect(_dsn(url))
+        try:
+            return await connection.fetch(statement, *args)
+        finally:
+            await connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def records_of(url: str, request_id: str) -> list[dict]:
+    """The audit records of one request id, each with its chain position (tenant, seq)."""
+    import json
+
+    rows = query(url, "SELECT tenant, seq, record FROM audit_events WHERE request_id = $1 ORDER BY tenant, seq", request_id)
+    return [{**json.loads(row["record"]), "seq": row["seq"]} for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.audit_db import as_superuser
 from tests.identity import AUDIENCE, ISSUER, IdentityProvider, gateway_cli
 from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
 
@@ -59,6 +61,7 @@ class Stack:
     config: Path  # its gateway.yaml
     keys: dict[str, str]  # name -> API key
     idp: IdentityProvider
+    database_url: str  # its audit store (a fresh PostgreSQL database per test session)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -80,6 +83,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
         "acme-support": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "bot", "--endpoint", "support"),
         "acme-auditor": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "audit", "--role", "auditor"),
         "globex-app": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "globex-app"),
+        "globex-auditor": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "audit", "--role", "auditor"),
+        "admin": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "platform", "--role", "admin"),
     }
 
 
@@ -105,7 +110,16 @@ def fake_provider(tmp_path_factory) -> FakeProvider:
 
 
 @pytest.fixture(scope="session")
-def stack(fake_provider, idp, tmp_path_factory) -> Stack:
+def stack_database() -> str:
+    """A fresh PostgreSQL database for the stack's audit log, dropped at the end of the session."""
+    name = f"gw_stack_{uuid.uuid4().hex[:12]}"
+    as_superuser(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    as_superuser(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def stack(fake_provider, idp, stack_database, tmp_path_factory) -> Stack:
     workdir = tmp_path_factory.mktemp("stack")
     gateway_config = workdir / "gateway.yaml"
     keys = write_gateway_config(gateway_config, idp)
@@ -121,11 +135,13 @@ def stack(fake_provider, idp, tmp_path_factory) -> Stack:
             "GATEWAY_LITELLM_PORT": str(litellm_port),
             "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY,
             "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+            "GATEWAY_DATABASE_URL": stack_database,
+            "GATEWAY_VAR_DIR": str(workdir / "var"),
         },
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(f"{url}/readyz", 90, process, log)
-    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log, gateway_config, keys, idp)
+    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log, gateway_config, keys, idp, stack_database)
     assert stop(process) == 0, log.read_text()[-3000:]
 
 

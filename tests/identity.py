@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import threading
 import time
@@ -20,9 +21,10 @@ ISSUER = "https://idp.example.test/"
 AUDIENCE = "llm-gateway"
 
 
-def gateway_cli(config: Path, *args: str) -> str:
+def gateway_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """Run the `gateway` CLI on a config file; returns its last line of output (the key, for keys create)."""
-    done = subprocess.run([str(BIN / "gateway"), "--config", str(config), *args], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([str(BIN / "gateway"), "--config", str(config), *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
 

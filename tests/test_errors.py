@@ -101,7 +101,8 @@ def test_unreachable_litellm_gives_502(tmp_path):
     gateway_cli(config, "tenants", "add", "solo")
     key = gateway_cli(config, "keys", "create", "--tenant", "solo", "--name", "k")
     env = {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()), "GATEWAY_INTERNAL_SECRET": "x",
-           "GATEWAY_CONFIG": str(config)}
+           "GATEWAY_CONFIG": str(config), "GATEWAY_VAR_DIR": str(tmp_path / "var")}
+    gateway_cli(config, "db", "upgrade", env=env)  # the wrapper alone: its audit store is prepared like a helm job would
     wrapper = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(port)], log, env)
     try:
         wait_until(f"http://127.0.0.1:{port}/healthz", 20, wrapper, log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -21,7 +22,7 @@ def start_pair(tmp_path) -> tuple[subprocess.Popen, int, int]:
     process = start(
         [str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(ROOT / "litellm_config.yaml")],
         tmp_path / "gateway.log",
-        env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port)},
+        env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port), "GATEWAY_VAR_DIR": str(tmp_path / "var")},
     )
     wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
     return process, port, litellm_port
@@ -59,6 +60,12 @@ def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
         assert not is_listening(port) and not is_listening(litellm_port)
     finally:
         stop(process)
+    # The embedded default: the answer's record is in the SQLite file under var/, signed at shutdown.
+    verify = subprocess.run([str(BIN / "gateway"), "audit", "verify"], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "GATEWAY_VAR_DIR": str(tmp_path / "var")})
+    assert verify.returncode == 0 and "demo: intact, 1 records" in verify.stdout, verify.stdout + verify.stderr
+    with sqlite3.connect(tmp_path / "var" / "gateway.db") as db:
+        assert db.execute("SELECT count(*) FROM audit_checkpoints WHERE tenant = 'demo' AND seq = 1").fetchone() == (1,)
 
 
 def test_when_litellm_dies_the_wrapper_stops_and_the_exit_is_nonzero(tmp_path):

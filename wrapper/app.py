@@ -6,20 +6,29 @@ into the module that owns that concern.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from wrapper.audit.checkpoints import checkpoint_all, checkpoint_periodically
+from wrapper.audit.middleware import AuditMiddleware, request_context
+from wrapper.audit.signing import Signer
+from wrapper.audit.spool import Spool
+from wrapper.audit.store import AuditStore, make_engine
+from wrapper.audit.writer import AuditWriter
 from wrapper.auth import authenticate
 from wrapper.auth.oidc import JwksCache
+from wrapper.context import RequestContext
 from wrapper.errors import GatewayError, install_error_handlers
 from wrapper.gateway_config import ConfigStore, Role
 from wrapper.log_context import tenant_var
 from wrapper.logs import configure_logging
-from wrapper.proxy import RequestContext, forward
+from wrapper.proxy import forward
 from wrapper.request_body import parse_chat_request, parse_embeddings_request
 from wrapper.request_id import RequestIdMiddleware
+from wrapper.streaming import wait_for_disconnect
 from wrapper.routing import check_model_allowed, models_for_tenant
 from wrapper.settings import Settings, get_settings
 from wrapper.upstream import LiteLLMClient
@@ -37,10 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     litellm = LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
     gateway_config = ConfigStore(settings.config)
     jwks = JwksCache()
+    audit_store = AuditStore(make_engine(settings.database_url))
+    audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
+    signer = Signer.load_or_create(settings.audit_signing_key, settings.var_dir / "audit-signing.key")
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""
-        ctx = RequestContext(request.scope["request_id"], request.scope["started_at"])
+        ctx = request_context(request.scope)
         config = gateway_config.current()
         ctx.principal = await authenticate(request.headers, config, jwks)
         ctx.tenant = config.tenants[ctx.principal.tenant]
@@ -51,21 +63,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await litellm.start()
+        await audit_writer.start()
+        checkpoints = asyncio.create_task(
+            checkpoint_periodically(audit_store, signer, settings.audit_checkpoint_seconds))
         yield
+        checkpoints.cancel()
+        await audit_writer.close()  # every queued record is written before the process ends
+        await checkpoint_all(audit_store, signer)
+        await audit_store.engine.dispose()
         await litellm.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(AuditMiddleware, writer=audit_writer)  # 8. every request's record, whatever its fate
     app.add_middleware(RequestIdMiddleware)
 
     async def model_call(request: Request, path: str, parse_body) -> Response:
         """The request flow of every model call, in order."""
         ctx = await admit_caller(request, Role.app)  # 1. authenticate
-        body = parse_body(await read_body(request, settings.max_body_bytes))
+        ctx.body = body = parse_body(await read_body(request, settings.max_body_bytes))
         # 2. limits and budget, 3. input guardrails, 4. PII redaction: later issues slot in here.
         check_model_allowed(ctx.tenant, body["model"])  # 5. route: the tenant's allow-list
         # 6. cache layers slot in here.
-        return await forward(litellm, path, body, ctx, secret)  # 7-8. LiteLLM, and the response path
+        # 7-8. LiteLLM, and the response path (the audit middleware commits the record before the answer ends)
+        return await forward(litellm, path, body, ctx, secret, client_gone=lambda: wait_for_disconnect(request.receive))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -47,7 +47,7 @@ def add_tenant(path: Path, tenant_id: str, name: str, models: list[str], endpoin
         tenants = data.setdefault("tenants", {})
         if tenant_id in tenants:
             raise ConfigError(f"tenant {tenant_id!r} already exists")
-        tenants[tenant_id] = Tenant(name=name or tenant_id, models=models, endpoints=endpoints).model_dump()
+        tenants[tenant_id] = Tenant(name=name or tenant_id, models=models, endpoints=endpoints).model_dump(mode="json")
 
     _edit(path, change)
 

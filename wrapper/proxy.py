@@ -6,30 +6,21 @@ and the wrapper's own time is measured as the total minus the wait on LiteLLM.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.responses import Response
 
 from custom_callbacks.seal import SEAL_KEY, SEALED_KEYS, seal
-from wrapper.auth import Principal
-from wrapper.gateway_config import Tenant
+from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
+from wrapper.gateway_config import AuditContent
 from wrapper.streaming import EventStreamResponse, StreamSummary, split_events
 from wrapper.upstream import LiteLLMClient, passed_headers, raw_chunks
 
-
-@dataclass
-class RequestContext:
-    request_id: str
-    started_at: float = field(default_factory=time.perf_counter)  # when the request reached the wrapper
-    principal: Principal | None = None  # set by authentication, read by every later step
-    tenant: Tenant | None = None  # the principal's tenant, from the same config snapshot
-
-    def overhead_ms(self, waited_seconds: float) -> str:
-        return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"
-
+# nginx's convention for "the client closed the connection before the answer": recorded, never seen.
+CLIENT_CLOSED = 499
 
 _GATEWAY_OWNED = {*SEALED_KEYS, SEAL_KEY, "tags"}
 
@@ -58,29 +49,65 @@ def sealed_body(body: dict, ctx: RequestContext, secret: bytes) -> bytes:
     return orjson.dumps(upstream)
 
 
-async def forward(litellm: LiteLLMClient, path: str, body: dict, ctx: RequestContext, secret: bytes) -> Response:
+async def forward(
+    litellm: LiteLLMClient, path: str, body: dict, ctx: RequestContext, secret: bytes,
+    client_gone: Callable[[], Awaitable[None]],
+) -> Response:
     upstream_body = sealed_body(body, ctx, secret)
     if body.get("stream"):
         return await _forward_stream(litellm, path, upstream_body, ctx)
-    reply = await litellm.post(path, upstream_body, ctx.request_id)
+    reply = await _unless_client_leaves(litellm.post(path, upstream_body, ctx.request_id), client_gone)
+    _note_reply(ctx, reply.body, reply.headers)
     headers = {**reply.headers, "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
     return Response(reply.body, status_code=reply.status, headers=headers, media_type="application/json")
 
 
+async def _unless_client_leaves(call: Awaitable, client_gone: Callable[[], Awaitable[None]]):
+    """Await the upstream call, but drop it the moment the client hangs up: no answer nobody reads."""
+    answer, watcher = asyncio.ensure_future(call), asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not answer.done():
+            answer.cancel()  # closes the connection to LiteLLM, which stops the provider call
+            await asyncio.gather(answer, return_exceptions=True)
+    if answer.cancelled():
+        raise GatewayError(CLIENT_CLOSED, "The client closed the connection.", type="client_closed_request",
+                           code="client_cancelled")
+    return answer.result()
+
+
+def _note_reply(ctx: RequestContext, content: bytes, headers: dict[str, str]) -> None:
+    ctx.outcome.note_headers(headers)
+    try:
+        reply = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(reply, dict):
+        ctx.outcome.model_served = reply.get("model") if isinstance(reply.get("model"), str) else None
+        ctx.outcome.note_usage(reply.get("usage"))
+
+
 async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: bytes, ctx: RequestContext) -> Response:
     response, waited = await litellm.open_stream(path, upstream_body, ctx.request_id)
-    summary = StreamSummary()
+    summary = ctx.outcome.stream = StreamSummary(started_at=ctx.started_at)
+    if ctx.tenant is not None and ctx.tenant.audit.content == AuditContent.full:
+        summary.text = []
+    headers = passed_headers(response.headers)
+    ctx.outcome.note_headers(headers)
 
     async def events():
         try:
             async for event in split_events(raw_chunks(response)):
-                summary.observe(event)
+                summary.observe(event)  # before it is sent: the response path reads the summary at [DONE]
                 yield event
         except GatewayError as exc:
             # The status line is gone already; the client learns of the break in-band.
+            summary.error = exc.envelope()["error"]
             yield exc.sse_event()
         finally:
             response.close()  # no-op after a complete stream, which raw_chunks already released
 
-    headers = {**passed_headers(response.headers), "x-gateway-overhead-ms": ctx.overhead_ms(waited)}
+    headers["x-gateway-overhead-ms"] = ctx.overhead_ms(waited)
     return EventStreamResponse(events(), headers)

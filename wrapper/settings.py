@@ -23,10 +23,18 @@ class Settings(BaseSettings):
     # LiteLLM's router owns per-model timeouts; this only stops a wedged LiteLLM holding a request forever.
     upstream_timeout_seconds: float = Field(900.0, gt=0)
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    # The audit store: PostgreSQL (postgresql+asyncpg://...) in production, a SQLite file by default.
-    database_url: str = "sqlite+aiosqlite:///var/gateway.db"
-    audit_signing_key: str | None = None  # base64 Ed25519 seed; generated under var/ when unset
-    var_dir: Path = Path("var")
+    var_dir: Path = Path("var")  # the embedded default's state: SQLite file, signing key, audit spool
+    # The audit store: PostgreSQL (postgresql+asyncpg://...) in production; unset, a SQLite file in var_dir.
+    database_url: str = ""
+    audit_signing_key: str | None = None  # base64 Ed25519 seed; generated in var_dir when unset
+    audit_checkpoint_seconds: float = Field(60.0, gt=0)  # how often each chain's head is signed
+    audit_spool: Path | None = None  # where records wait while the store is down; default var_dir
+
+    def model_post_init(self, context) -> None:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'gateway.db'}"
+        if self.audit_spool is None:
+            self.audit_spool = self.var_dir / "audit-spool.ndjson"
 
     @property
     def litellm_url(self) -> str:

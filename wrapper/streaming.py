@@ -52,6 +52,7 @@ class StreamSummary:
     model: str | None = None
     error: dict | None = None
     done: bool = False
+    text: list[str] | None = None  # the answer's text deltas, kept only when asked (audit content `full`)
 
     def observe(self, event: bytes) -> None:
         self.events += 1
@@ -75,8 +76,13 @@ class StreamSummary:
         self.usage = payload.get("usage") or self.usage
         self.error = payload.get("error") or self.error
         for choice in payload.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("finish_reason"):
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+            if self.text is not None and isinstance(delta := choice.get("delta"), dict):
+                if isinstance(delta.get("content"), str):
+                    self.text.append(delta["content"])
 
     @property
     def time_to_first_token_ms(self) -> float | None:
@@ -105,7 +111,7 @@ class EventStreamResponse(Response):
     async def __call__(self, scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         pump = asyncio.ensure_future(self._pump(send))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
             await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if not pump.done():
@@ -122,6 +128,6 @@ class EventStreamResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _wait_for_disconnect(receive) -> None:
+async def wait_for_disconnect(receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from wrapper.audit.migrate import upgrade_database
 from wrapper.gateway_config import ConfigError, load_config
 from wrapper.settings import Settings
 
@@ -110,6 +111,18 @@ async def _announce_when_ready(settings: Settings) -> None:
     print(f"[gateway] not ready after {READY_TIMEOUT_SECONDS}s", flush=True)
 
 
+async def _prepare_database(settings: Settings) -> bool:
+    """Bring the audit store's schema up to date before anything can be answered (and audited)."""
+    if settings.database_url.startswith("sqlite"):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await upgrade_database(settings.database_url)
+    except Exception as exc:
+        print(f"gateway: cannot prepare the audit database ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return False
+    return True
+
+
 async def run_pair(settings: Settings) -> int:
     if not settings.litellm_config.is_file():
         print(f"gateway: LiteLLM config not found: {settings.litellm_config}", file=sys.stderr)
@@ -118,6 +131,8 @@ async def run_pair(settings: Settings) -> int:
         load_config(settings.config)  # refuse a broken gateway.yaml before starting anything
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    if not await _prepare_database(settings):
         return 2
     env = child_environment(settings)
     stop_requested = asyncio.Event()

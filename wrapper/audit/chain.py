@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 
 GENESIS = "0" * 64
 
@@ -21,3 +22,8 @@ def canonical(record: dict) -> str:
 def row_hash(tenant: str, seq: int, prev_hash: str, canonical_record: str) -> str:
     material = f"{tenant}\n{seq}\n{prev_hash}\n{canonical_record}".encode()
     return hashlib.sha256(material).hexdigest()
+
+
+def jsonable(record: dict) -> dict:
+    """Top-level datetimes as ISO text: the one conversion a record needs before `canonical`."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items()}

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from wrapper.audit.chain import GENESIS, canonical, row_hash
+from wrapper.audit.chain import GENESIS, canonical, jsonable, row_hash
 from wrapper.audit.schema import audit_checkpoints, audit_events, audit_heads
 from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
 
@@ -40,7 +40,9 @@ class Verdict:
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         return create_async_engine(url, connect_args={"timeout": 30})
-    return create_async_engine(url, pool_size=10, max_overflow=10)
+    # Bounded waits: a black-holed database must fail requests (or spool records), not hang them.
+    return create_async_engine(url, pool_size=10, max_overflow=10,
+                               connect_args={"timeout": 5, "command_timeout": 10})
 
 
 class AuditStore:
@@ -71,7 +73,7 @@ class AuditStore:
             rows = []
             for record in by_tenant[tenant]:
                 seq += 1
-                text = canonical(_jsonable(record))
+                text = canonical(jsonable(record))
                 digest = row_hash(tenant, seq, prev, text)
                 rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
                              "occurred_at": record["occurred_at"], "record": text,
@@ -99,10 +101,10 @@ class AuditStore:
                 return None
             created_at = datetime.now(UTC).isoformat()
             signature = signer.sign(checkpoint_message(tenant, head.seq, head.head_hash, created_at))
-            await conn.execute(audit_checkpoints.insert().values(
+            inserted = await conn.execute(self._insert(audit_checkpoints).values(
                 tenant=tenant, seq=head.seq, head_hash=head.head_hash, created_at=created_at,
-                key_id=signer.key_id, signature=signature))
-            return head.seq
+                key_id=signer.key_id, signature=signature).on_conflict_do_nothing())
+            return head.seq if inserted.rowcount else None  # another replica signed this head first
 
     async def verify(self, tenant: str, public_keys: dict[str, Ed25519PublicKey] | None = None) -> Verdict:
         """Recompute the tenant's chain and check its signed checkpoints; name the first record that does not fit."""
@@ -145,10 +147,6 @@ def _bad_signature(checkpoints, public_keys: dict[str, Ed25519PublicKey]) -> tup
         if not signature_valid(key, checkpoint_message(c.tenant, c.seq, c.head_hash, c.created_at), c.signature):
             return c.seq, f"checkpoint {c.seq} has an invalid signature"
     return None
-
-
-def _jsonable(record: dict) -> dict:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items()}
 
 
 def _column_mismatch(row) -> str | None:

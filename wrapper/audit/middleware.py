@@ -1,0 +1,149 @@
+"""Every request that reaches the wrapper leaves exactly one audit record, whatever its fate.
+
+The middleware wraps the whole app, so answers, refusals (auth, role, model,
+bad input), upstream failures, crashes and client cancellations all pass
+through the same place. It holds the response until its record is committed:
+a plain answer's status line and body wait for the commit; a stream's events
+flow at once, but its final `data: [DONE]` waits. If the record cannot be
+committed and the tenant does not allow answering without one, the client gets
+503 (or, on a stream, an error event in place of `[DONE]`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import orjson
+
+from wrapper.audit.record import Delivery, build_record
+from wrapper.audit.writer import AuditUnavailable, AuditWriter
+from wrapper.context import RequestContext
+from wrapper.errors import GatewayError
+from wrapper.proxy import CLIENT_CLOSED
+
+CONTEXT_KEY = "gateway.ctx"
+UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes, not requests
+_DONE = b"data: [DONE]"
+_OVERHEAD_HEADER = b"x-gateway-overhead-ms"
+
+
+def request_context(scope) -> RequestContext:
+    return scope[CONTEXT_KEY]
+
+
+class AuditMiddleware:
+    def __init__(self, app, writer: AuditWriter) -> None:
+        self.app = app
+        self.writer = writer
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        ctx = scope[CONTEXT_KEY] = RequestContext(scope["request_id"], scope["started_at"],
+                                                  client_addr=client[0] if client else None)
+        exchange = _Exchange(ctx, Delivery(scope["method"], scope["path"]), self.writer, send)
+        try:
+            await self.app(scope, receive, exchange.send)
+        except BaseException:
+            if not exchange.recorded:
+                exchange.delivery.status = CLIENT_CLOSED if exchange.delivery.streamed else 500
+                await exchange.record(answering=False)
+            raise
+        if not exchange.recorded:  # a stream the client left before its end
+            exchange.delivery.status = CLIENT_CLOSED
+            await exchange.record(answering=False)
+
+
+class _Exchange:
+    """One response on its way out: hashed as it passes, held until its record is committed."""
+
+    def __init__(self, ctx: RequestContext, delivery: Delivery, writer: AuditWriter, send) -> None:
+        self.ctx, self.delivery, self.writer, self._send = ctx, delivery, writer, send
+        self._digest = hashlib.sha256()
+        self._start: dict | None = None
+        self._body: list[bytes] = []
+        self.recorded = False
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.delivery.status = message["status"]
+            self.delivery.streamed = _is_event_stream(message)
+            if self.delivery.streamed:
+                await self._send(message)  # headers go out at once: time to first token matters
+            else:
+                self._start = message
+            return
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        self._digest.update(chunk)
+        if self.delivery.streamed:
+            await self._send_event(message, chunk, more)
+        else:
+            self._body.append(chunk)
+            if not more:
+                await self._send_answer()
+
+    async def _send_event(self, message, chunk: bytes, more: bool) -> None:
+        if not self.recorded and (_DONE in chunk or not more):
+            if not await self.record(answering=True):
+                if _DONE in chunk:
+                    chunk = _audit_unavailable().sse_event()
+                message = {**message, "body": chunk}
+        await self._send(message)
+
+    async def _send_answer(self) -> None:
+        self.delivery.response_body = b"".join(self._body)
+        waited = time.perf_counter()
+        if await self.record(answering=True):
+            start, body = self._start, self.delivery.response_body
+            _add_overhead(start, time.perf_counter() - waited)  # the commit is the wrapper's time too
+        else:
+            refusal = _audit_unavailable()
+            start = {"type": "http.response.start", "status": refusal.status,
+                     "headers": [(b"content-type", b"application/json")]}
+            body = orjson.dumps(refusal.envelope())
+        await self._send(start)
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def record(self, answering: bool) -> bool:
+        """Commit this request's record; False when the answer must be withheld."""
+        self.recorded = True
+        delivery = self.delivery
+        delivery.completed = time.perf_counter()
+        delivery.response_sha256 = self._digest.hexdigest()
+        if delivery.status >= 400 and not delivery.streamed:
+            delivery.error = _error_of(b"".join(self._body))
+        tenant = self.ctx.tenant
+        try:
+            await self.writer.commit(build_record(self.ctx, delivery), fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))
+        except AuditUnavailable:
+            return not answering
+        return True
+
+
+def _is_event_stream(start: dict) -> bool:
+    return any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in start.get("headers", ()))
+
+
+def _error_of(body: bytes) -> dict | None:
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return error if isinstance(error, dict) else None
+
+
+def _add_overhead(start: dict, seconds: float) -> None:
+    headers = start.get("headers", [])
+    for index, (name, value) in enumerate(headers):
+        if name == _OVERHEAD_HEADER:
+            headers[index] = (name, f"{float(value) + seconds * 1000:.3f}".encode())
+
+
+def _audit_unavailable() -> GatewayError:
+    return GatewayError(503, "The audit log is unavailable, so the gateway may not answer.", code="audit_unavailable")

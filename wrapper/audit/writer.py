@@ -1,0 +1,171 @@
+"""Group commit: many requests' records in one transaction, each request waiting for its own.
+
+Requests hand their record to `commit` and wait. One task takes everything
+queued so far and appends it in a single transaction, so while one batch
+commits the next one gathers: throughput grows with load, and a lone request
+waits for just one small transaction.
+
+When the store fails, records go to the local spool (they are replayed, in
+order, before anything newer once the store answers again) and `commit` tells
+each request whether it may be answered: always for a tenant that chose
+fail-open, never (AuditUnavailable, a 503) for one that did not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import select
+
+from wrapper.audit.schema import audit_events
+from wrapper.audit.spool import Spool
+from wrapper.audit.store import AuditStore
+
+logger = logging.getLogger("wrapper.audit")
+
+MAX_BATCH = 500
+REPLAY_RETRY_SECONDS = 1.0
+
+
+class AuditUnavailable(Exception):
+    """The record could not be committed, and the tenant does not allow answering without it."""
+
+
+@dataclass
+class _Pending:
+    record: dict
+    fail_open: bool
+    committed: asyncio.Future
+
+
+class AuditWriter:
+    def __init__(self, store: AuditStore, spool: Spool) -> None:
+        self.store = store
+        self.spool = spool
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._store_down = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        """Write everything still queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def commit(self, record: dict, fail_open: bool) -> None:
+        """Return once the record is durable; raise AuditUnavailable when the request must not be answered."""
+        pending = _Pending(record, fail_open, asyncio.get_running_loop().create_future())
+        pending.committed.add_done_callback(_retrieve)  # no warning when the waiter was cancelled
+        self._queue.put_nowait(pending)
+        # Shielded: a request cancelled while waiting still has its record written.
+        await asyncio.shield(pending.committed)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                first = await asyncio.wait_for(self._queue.get(), REPLAY_RETRY_SECONDS if self.spool.pending else None)
+            except TimeoutError:
+                await self._replay()  # nothing new, but spooled records are waiting for the store
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            await self._append([p.record for p in batch])
+        except Exception as exc:  # the store is down or refusing: no record may be lost
+            self._note_store_down(exc)
+            self._spool(batch)
+            return
+        if self._store_down:
+            logger.warning("the audit store is available again")
+            self._store_down = False
+        for pending in batch:
+            _settle(pending.committed)
+
+    async def _append(self, records: list[dict]) -> None:
+        for attempt in (1, 2):
+            try:
+                if self.spool.pending and not await self._replay():
+                    raise ConnectionError("the audit store is still unavailable")
+                await self.store.append(records)
+                return
+            except Exception:
+                if attempt == 2 or self._store_down:
+                    raise
+                # Pooled connections may be stale after a database restart: drop them, try once more.
+                await self.store.engine.dispose()
+
+    def _spool(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            if not pending.fail_open:
+                # The client will get 503 instead of the answer: the record says so.
+                pending.record.update(status=503, outcome="error", error_type="service_unavailable",
+                                      error_code="audit_unavailable")
+        try:
+            self.spool.append([p.record for p in batch])
+        except OSError:
+            logger.exception("the audit spool cannot be written either: refusing these requests")
+            for pending in batch:
+                _settle(pending.committed, AuditUnavailable())
+            return
+        for pending in batch:
+            _settle(pending.committed, None if pending.fail_open else AuditUnavailable())
+
+    async def _replay(self) -> bool:
+        """Append every spooled record, oldest first, skipping any already in the store; True when the spool is empty."""
+        if not self.spool.pending:
+            return True
+        try:
+            records = self.spool.read()
+            for start in range(0, len(records), MAX_BATCH):
+                chunk = records[start:start + MAX_BATCH]
+                written = await self._already_written(chunk)
+                await self.store.append([r for r in chunk if r["event_id"] not in written])
+        except Exception as exc:
+            self._note_store_down(exc)
+            return False
+        self.spool.clear()
+        logger.warning("replayed %d spooled audit records", len(records))
+        return True
+
+    async def _already_written(self, records: list[dict]) -> set[str]:
+        """Event ids of these records already in the store (a replay cut short by a crash)."""
+        async with self.store.engine.connect() as conn:
+            rows = await conn.execute(select(audit_events.c.record)
+                                      .where(audit_events.c.request_id.in_({r["request_id"] for r in records})))
+            return {orjson.loads(row.record).get("event_id") for row in rows}
+
+    def _note_store_down(self, exc: Exception) -> None:
+        if not self._store_down:
+            logger.error("the audit store is unavailable (%s: %s); spooling records", type(exc).__name__, exc)
+            self._store_down = True
+
+
+def _settle(future: asyncio.Future, error: Exception | None = None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()

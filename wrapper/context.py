@@ -1,0 +1,62 @@
+"""What one request carries from step to step: who asked, what was asked, what came back.
+
+The audit middleware creates the context when the request arrives; each step of
+the flow fills in its part; the response path reads it to write the record.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from wrapper.auth import Principal
+from wrapper.gateway_config import Tenant
+from wrapper.streaming import StreamSummary
+
+
+@dataclass
+class Outcome:
+    """What the answer said, noted on the response path (audit now; cost and metrics later)."""
+
+    model_served: str | None = None
+    tier: str | None = None  # LiteLLM's model group: the name the platform team gave the route
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost: float | None = None
+    cache_hit: bool = False
+    stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
+
+    def note_usage(self, usage: object) -> None:
+        if isinstance(usage, dict):
+            self.tokens_in = _count(usage.get("prompt_tokens"))
+            self.tokens_out = _count(usage.get("completion_tokens"))
+
+    def note_headers(self, headers: dict[str, str]) -> None:
+        self.tier = headers.get("x-litellm-model-group") or self.tier
+        self.cache_hit = bool(headers.get("x-litellm-cache-key"))
+        try:
+            self.cost = float(headers["x-litellm-response-cost"])
+        except (KeyError, ValueError):
+            pass
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    started_at: float = field(default_factory=time.perf_counter)  # when the request reached the wrapper
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    client_addr: str | None = None
+    principal: Principal | None = None  # set by authentication, read by every later step
+    tenant: Tenant | None = None  # the principal's tenant, from the same config snapshot
+    body: dict | None = None  # the request as forwarded (after redaction, once PII redaction lands)
+    outcome: Outcome = field(default_factory=Outcome)
+    guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
+    pii: dict[str, int] = field(default_factory=dict)  # entity type -> count, never values
+
+    def overhead_ms(self, waited_seconds: float) -> str:
+        return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
