@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from wrapper.audit.api import audit_router
 from wrapper.audit.checkpoints import checkpoint_all, checkpoint_periodically
 from wrapper.audit.middleware import AuditMiddleware, request_context
 from wrapper.audit.signing import Signer
@@ -103,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if status != 200:
             raise GatewayError(502, "The model router could not list models.", code="upstream_error")
         return Response(models_for_tenant(content, ctx.tenant), media_type="application/json")
+
+    app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = audit.add_parser("verify", help="exit 0 if the log is intact, 1 naming the first bad record")
     verify.add_argument("--tenant", help="one tenant (default: every tenant in the log)")
+    prune = audit.add_parser("prune", help="remove a tenant's records older than its audit.retention_days "
+                             "(run with a database role that owns the audit tables)")
+    prune.add_argument("--tenant", required=True)
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    export = audit.add_parser("export", help="a verifiable NDJSON export of one tenant's log, on stdout")
+    export.add_argument("--tenant", required=True)
+    export.add_argument("--since", help="ISO 8601 time, inclusive (no offset means UTC)")
+    export.add_argument("--until", help="ISO 8601 time, exclusive (no offset means UTC)")
     return parser
 
 

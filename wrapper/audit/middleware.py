@@ -3,10 +3,11 @@
 The middleware wraps the whole app, so answers, refusals (auth, role, model,
 bad input), upstream failures, crashes and client cancellations all pass
 through the same place. It holds the response until its record is committed:
-a plain answer's status line and body wait for the commit; a stream's events
-flow at once, but its final `data: [DONE]` waits. If the record cannot be
-committed and the tenant does not allow answering without one, the client gets
-503 (or, on a stream, an error event in place of `[DONE]`).
+a one-part answer's status line and body wait for the commit; a stream's parts
+flow at once, but the part that ends it (for an event stream, `data: [DONE]`)
+waits. If the record cannot be committed and the tenant does not allow answering
+without one, the client gets 503 (or, once a stream flows, an error in place of
+its end).
 """
 
 from __future__ import annotations
@@ -63,44 +64,51 @@ class _Exchange:
     def __init__(self, ctx: RequestContext, delivery: Delivery, writer: AuditWriter, send) -> None:
         self.ctx, self.delivery, self.writer, self._send = ctx, delivery, writer, send
         self._digest = hashlib.sha256()
-        self._start: dict | None = None
-        self._body: list[bytes] = []
+        self._start: dict | None = None  # held until the answer is committed, or until it starts to flow
         self.recorded = False
 
     async def send(self, message) -> None:
         if message["type"] == "http.response.start":
             self.delivery.status = message["status"]
             self.delivery.streamed = _is_event_stream(message)
+            self._start = message
             if self.delivery.streamed:
-                await self._send(message)  # headers go out at once: time to first token matters
-            else:
-                self._start = message
+                await self._flow()  # an event stream's headers go out at once: time to first token matters
             return
         if message["type"] != "http.response.body":
             await self._send(message)
             return
         chunk, more = message.get("body", b""), message.get("more_body", False)
         self._digest.update(chunk)
-        if self.delivery.streamed:
-            await self._send_event(message, chunk, more)
+        if self._start is None:  # flowing: a stream, or a long body such as an export
+            await self._send_part(message, chunk, more)
+        elif more:
+            await self._flow()
+            await self._send_part(message, chunk, more)
         else:
-            self._body.append(chunk)
-            if not more:
-                await self._send_answer()
+            await self._send_answer(chunk)
 
-    async def _send_event(self, message, chunk: bytes, more: bool) -> None:
-        if not self.recorded and (_DONE in chunk or not more):
-            if not await self.record(answering=True):
-                if _DONE in chunk:
-                    chunk = _audit_unavailable().sse_event()
-                message = {**message, "body": chunk}
+    async def _flow(self) -> None:
+        start, self._start = self._start, None
+        await self._send(start)
+
+    async def _send_part(self, message, chunk: bytes, more: bool) -> None:
+        """Parts pass at once; the one that ends the response (or an event stream's [DONE]) waits for the commit."""
+        ends = not more or (self.delivery.streamed and _DONE in chunk)
+        if ends and not self.recorded and not await self.record(answering=True):
+            if self.delivery.streamed:
+                chunk = _audit_unavailable().sse_event() if _DONE in chunk else chunk
+            else:
+                chunk = b"\n" + orjson.dumps(_audit_unavailable().envelope()) + b"\n"
+            message = {**message, "body": chunk}
         await self._send(message)
 
-    async def _send_answer(self) -> None:
-        self.delivery.response_body = b"".join(self._body)
+    async def _send_answer(self, body: bytes) -> None:
+        """A one-part answer: its status line and body both wait for the commit (or become a 503)."""
+        self.delivery.response_body = body
         waited = time.perf_counter()
         if await self.record(answering=True):
-            start, body = self._start, self.delivery.response_body
+            start = self._start
             _add_overhead(start, time.perf_counter() - waited)  # the commit is the wrapper's time too
         else:
             refusal = _audit_unavailable()
@@ -117,7 +125,7 @@ class _Exchange:
         delivery.completed = time.perf_counter()
         delivery.response_sha256 = self._digest.hexdigest()
         if delivery.status >= 400 and not delivery.streamed:
-            delivery.error = _error_of(b"".join(self._body))
+            delivery.error = _error_of(delivery.response_body)
         tenant = self.ctx.tenant
         try:
             await self.writer.commit(build_record(self.ctx, delivery), fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))

@@ -107,8 +107,14 @@ class AuditStore:
             return head.seq if inserted.rowcount else None  # another replica signed this head first
 
     async def verify(self, tenant: str, public_keys: dict[str, Ed25519PublicKey] | None = None) -> Verdict:
-        """Recompute the tenant's chain and check its signed checkpoints; name the first record that does not fit."""
+        """Recompute the tenant's chain and check its signed checkpoints; name the first record that does not fit.
+
+        The chain may start after seq 1 only where a retention cut in it (wrapper/audit/retention.py)
+        removed records 1..first-1 and links to the first record kept.
+        """
         expected_seq, prev, checked = 1, GENESIS, 0
+        cut_start: tuple[int, str] | None = None  # (seq, prev_hash) of the first record, when it is not 1
+        cut_found = False
         async with self.engine.connect() as conn:
             head = (await conn.execute(select(audit_heads).where(audit_heads.c.tenant == tenant))).one_or_none()
             checkpoints = (await conn.execute(select(audit_checkpoints).where(audit_checkpoints.c.tenant == tenant)
@@ -119,6 +125,11 @@ class AuditStore:
             signed_heads = {c.seq: c.head_hash for c in checkpoints}
             result = await conn.stream(select(audit_events).where(audit_events.c.tenant == tenant).order_by(audit_events.c.seq))
             async for row in result:
+                if checked == 0 and row.seq > 1:  # the start of a chain after a retention cut
+                    expected_seq, prev, cut_start = row.seq, row.prev_hash, (row.seq, row.prev_hash)
+                    if signed_heads.get(row.seq - 1, prev) != prev:
+                        return Verdict(tenant, False, checked, row.seq,
+                                       f"prev_hash does not match the signed checkpoint at {row.seq - 1}")
                 if row.seq != expected_seq:
                     return Verdict(tenant, False, checked, expected_seq, f"record {expected_seq} is missing")
                 if row.prev_hash != prev:
@@ -130,12 +141,18 @@ class AuditStore:
                 if signed_heads.get(row.seq, row.row_hash) != row.row_hash:
                     return Verdict(tenant, False, checked, row.seq,
                                    f"the chain up to {row.seq} was rewritten after a signed checkpoint")
+                if cut_start and not cut_found:
+                    cut_found = _is_cut_of(row, cut_start[0] - 1, cut_start[1])
                 prev, expected_seq, checked = row.row_hash, expected_seq + 1, checked + 1
-        beyond = [seq for seq in signed_heads if seq > checked]
+        if cut_start and not cut_found:
+            return Verdict(tenant, False, checked, 1,
+                           f"records 1..{cut_start[0] - 1} are missing (no retention cut in the chain accounts for them)")
+        last = expected_seq - 1
+        beyond = [seq for seq in signed_heads if seq > last]
         if beyond:
-            return Verdict(tenant, False, checked, checked + 1, f"record {checked + 1} is missing (checkpoint {beyond[0]} signed it)")
-        if head is not None and (head.seq != checked or head.head_hash != prev):
-            return Verdict(tenant, False, checked, checked + 1, f"the chain ends at {checked} but its head says {head.seq}")
+            return Verdict(tenant, False, checked, last + 1, f"record {last + 1} is missing (checkpoint {beyond[0]} signed it)")
+        if head is not None and (head.seq != last or head.head_hash != prev):
+            return Verdict(tenant, False, checked, last + 1, f"the chain ends at {last} but its head says {head.seq}")
         return Verdict(tenant, True, checked)
 
 
@@ -147,6 +164,14 @@ def _bad_signature(checkpoints, public_keys: dict[str, Ed25519PublicKey]) -> tup
         if not signature_valid(key, checkpoint_message(c.tenant, c.seq, c.head_hash, c.created_at), c.signature):
             return c.seq, f"checkpoint {c.seq} has an invalid signature"
     return None
+
+
+def _is_cut_of(row, through_seq: int, last_removed_hash: str) -> bool:
+    """Is this row a retention cut that removed records 1..through_seq, the last of them hashing to last_removed_hash?"""
+    if '"kind":"retention_cut"' not in row.record:  # canonical JSON: a cheap test before parsing
+        return False
+    cut = json.loads(row.record)
+    return (cut.get("kind"), cut.get("through_seq"), cut.get("last_removed_hash")) == ("retention_cut", through_seq, last_removed_hash)
 
 
 def _column_mismatch(row) -> str | None:
