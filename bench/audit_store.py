@@ -91,7 +91,7 @@ async def main() -> None:
         spool = Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}.spool"
         writer_rows = [(n, *await writer_rate(store, n, spool)) for n in REQUESTS_IN_FLIGHT]
         verdict = await store.verify("bench")
-        await store.engine.dispose()
+        await store.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

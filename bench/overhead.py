@@ -7,6 +7,9 @@ Targets on loopback, all answered by the fake provider:
 Measures p50/p99 latency at concurrency 1, requests/s at concurrency 16, and
 time to first token of a stream for (b) and (c). Rounds alternate between the
 targets so that machine noise falls on all of them; the median round is kept.
+The wrapper runs as in production, with its audit log on PostgreSQL: every
+request's record is committed before its answer ends, so each wrapper request
+per second is also an audit record per second (checked against the database).
 Prints a markdown table and writes it to bench/results/overhead.md.
 """
 
@@ -22,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,6 +37,7 @@ from wrapper.supervisor import LITELLM_OFFLINE_ENV  # noqa: E402
 MASTER_KEY = "sk-bench-master-key"
 INTERNAL_SECRET = "bench-internal-secret"
 MODELS = {"bench": {}, "bench-stream": {"chunks": 5}}
+ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 LATENCY_REQUESTS = int(os.environ.get("BENCH_LATENCY_REQUESTS", 300))
 THROUGHPUT_SECONDS = float(os.environ.get("BENCH_THROUGHPUT_SECONDS", 5))
@@ -44,11 +49,15 @@ _SEALED_METADATA = {"gateway_request_id": "bench", "gateway_tenant_id": "bench",
 _SEALED_METADATA[SEAL_KEY] = seal(INTERNAL_SECRET.encode(), _SEALED_METADATA)
 
 
+SENT: dict[str, int] = {}  # base url -> requests answered 200
+
+
 async def timed_post(session, url, headers, body) -> tuple[float, dict]:
     started = time.perf_counter()
     async with session.post(url, data=body, headers=headers) as response:
         await response.read()
         assert response.status == 200, (url, response.status, await response.text())
+        SENT[url] = SENT.get(url, 0) + 1
         return time.perf_counter() - started, dict(response.headers)
 
 
@@ -97,6 +106,7 @@ async def time_to_first_token(session, url, headers, sealed) -> float:
         started = time.perf_counter()
         async with session.post(url, data=body, headers=headers) as response:
             assert response.status == 200
+            SENT[url] = SENT.get(url, 0) + 1
             first = None
             async for line in response.content:
                 if first is None and line.startswith(b"data:") and b'"content"' in line:
@@ -127,7 +137,7 @@ async def measure(targets: dict[str, tuple[str, dict, bool]]) -> dict[str, dict]
     return {name: {k: median_of(rows, k) for k in ("p50", "p99", "rps", "ttft", "self_reported")} for name, rows in results.items()}
 
 
-def table(results: dict[str, dict]) -> str:
+def table(results: dict[str, dict], audit: dict[str, tuple[int, int]]) -> str:
     bare, full = results["bare LiteLLM"], results["full stack"]
     lines = [
         "| target | p50 ms (c=1) | p99 ms (c=1) | req/s (c=16) | req/s vs bare | TTFT p50 ms |",
@@ -149,14 +159,34 @@ def table(results: dict[str, dict]) -> str:
         f"- Wrapper's self-reported time (`x-gateway-overhead-ms`, p50): {full['self_reported']:.3f} ms.",
         f"- Full-stack req/s vs bare LiteLLM at c=16: **{ratio:.0%}** (goal >= 85%: {'met' if ratio >= 0.85 else 'NOT met'}).",
         f"- TTFT added by the wrapper (p50): {full['ttft'] - bare['ttft']:.2f} ms.",
+        "",
+        "Audit on (PostgreSQL, synchronous commit, record committed before each answer ends):",
+        "",
+        "| target | audit records/s (c=16) | answers 200 | records in the database |",
+        "|---|---:|---:|---:|",
     ]
+    for name, (answered, recorded) in audit.items():
+        lines.append(f"| {name} | {results[name]['rps']:.0f} | {answered:,} | {recorded:,} |")
     return "\n".join(lines)
+
+
+async def _admin(statement: str, database: str | None = None):
+    dsn = ADMIN_DSN if database is None else ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}"
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
 
 
 def main() -> None:
     workdir = ROOT / "var" / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     processes = []
+    databases = {name: f"gw_bench_{name}_{os.getpid()}" for name in ("full", "alone")}
+    for database in databases.values():
+        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+    database_url = {name: f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}" for name, db in databases.items()}
     try:
         fake_port = free_port()
         fake = start([str(BIN / "python"), "-m", "tests.fake_provider", "--port", str(fake_port),
@@ -183,17 +213,21 @@ def main() -> None:
         port, stack_litellm_port = free_port(), free_port()
         full = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)], workdir / "full.log",
                      {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(stack_litellm_port),
-                      "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET})
+                      "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                      "GATEWAY_DATABASE_URL": database_url["full"], "GATEWAY_VAR_DIR": str(workdir / "var")})
         processes.append(full)
         wait_until(f"http://127.0.0.1:{bare_port}/health/liveliness", 120, bare, workdir / "bare.log")
         wait_until(f"http://127.0.0.1:{port}/readyz", 120, full, workdir / "full.log")
 
         # The wrapper alone, in front of the fake provider: its hop measured without LiteLLM's noise.
         alone_port = free_port()
+        alone_env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                     "GATEWAY_CONFIG": str(gateway_config), "GATEWAY_DATABASE_URL": database_url["alone"],
+                     "GATEWAY_VAR_DIR": str(workdir / "var")}
+        gateway_cli(gateway_config, "db", "upgrade", env=alone_env)
         alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(alone_port),
                        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                      workdir / "alone.log", {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
-                                                 "GATEWAY_CONFIG": str(gateway_config)})
+                      workdir / "alone.log", alone_env)
         processes.append(alone)
         wait_until(f"http://127.0.0.1:{alone_port}/healthz", 30, alone, workdir / "alone.log")
 
@@ -206,9 +240,16 @@ def main() -> None:
             "full stack": (f"http://127.0.0.1:{port}", wrapper_headers, False),
         }
         results = asyncio.run(measure(targets))
+        audit = {}
+        for name, database in (("wrapper -> fake provider", databases["alone"]), ("full stack", databases["full"])):
+            url = f"{targets[name][0]}/v1/chat/completions"
+            recorded = asyncio.run(_admin("SELECT count(*) FROM audit_events WHERE tenant = 'bench'", database))
+            audit[name] = (SENT.get(url, 0), recorded)
     finally:
         for process in reversed(processes):
             stop(process)
+        for database in databases.values():
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
     header = (
         f"# Wrapper overhead\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
@@ -216,7 +257,7 @@ def main() -> None:
         f"{LATENCY_REQUESTS} sequential requests, {THROUGHPUT_SECONDS:.0f} s at concurrency 16, "
         f"{TTFT_REQUESTS} streams (5 chunks) for TTFT. Load generator: aiohttp in one process on the same machine.\n\n"
     )
-    report = header + table(results) + "\n"
+    report = header + table(results, audit) + "\n"
     print("\n" + report)
     (ROOT / "bench" / "results" / "overhead.md").write_text(report)
 

@@ -52,7 +52,7 @@ async def store(request, tmp_path):
     store = AuditStore(make_engine(url))
     store.url = url
     yield store
-    await store.engine.dispose()
+    await store.close()
 
 
 def record(tenant: str, n: int, **extra) -> dict:

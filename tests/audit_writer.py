@@ -18,7 +18,7 @@ async def main(url: str, tenant: str, tasks: int, each: int, label: str) -> None
             await store.append([{"tenant": tenant, "request_id": f"{label}-{task}-{i}", "occurred_at": now, "status": 200}])
 
     await asyncio.gather(*(writer(t) for t in range(tasks)))
-    await store.engine.dispose()
+    await store.close()
 
 
 if __name__ == "__main__":

@@ -38,13 +38,14 @@ async def test_the_database_refuses_update_and_delete(store):
 async def test_postgres_refuses_truncate(pg_url):
     await upgrade_database(pg_url)
     engine = make_engine(pg_url)
+    store = AuditStore(engine)
     try:
-        await AuditStore(engine).append([record("acme", 1)])
+        await store.append([record("acme", 1)])
         with pytest.raises(DBAPIError, match="append-only"):
             async with engine.begin() as conn:
                 await conn.execute(text("TRUNCATE audit_events"))
     finally:
-        await engine.dispose()
+        await store.close()
 
 
 @pytest.mark.parametrize(
@@ -207,7 +208,7 @@ def test_cli_upgrades_the_database_and_verify_exits_by_verdict(pg_url, tmp_path)
         store = AuditStore(engine)
         await store.append([record("acme", n) for n in range(1, 4)] + [record("globex", 1)])
         await store.checkpoint("acme", Signer.load_or_create(None, tmp_path / "audit-signing.key"))
-        await engine.dispose()
+        await store.close()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, fill_and_sign()).result()

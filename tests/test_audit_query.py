@@ -313,7 +313,7 @@ async def test_rows_appended_during_an_export_are_not_in_it(pg_url):
         assert parsed(lines)[-1]["manifest"]["last_seq"] == 5
         assert verify_export(lines, signer().public_key)[0]
     finally:
-        await store.engine.dispose()
+        await store.close()
 
 
 async def test_export_refuses_a_window_the_wrong_way_round_or_without_a_zone(store):
@@ -452,7 +452,7 @@ def test_cli_exports_ndjson_that_verifies(pg_url, tmp_path):
         await store.append([record("acme", n, occurred_at=BASE + timedelta(hours=n)) for n in range(1, 6)]
                            + [record("globex", 1, occurred_at=BASE)])
         await store.checkpoint("acme", key)
-        await engine.dispose()
+        await store.close()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, fill_and_sign()).result()

@@ -243,7 +243,7 @@ def test_cli_prune_cuts_by_the_tenant_policy_and_refuses_with_exit_1(pg_url, tmp
         for tenant in ("acme", "held", "forever"):
             await store.append([aged(tenant, n, 40) for n in (1, 2, 3)] + [aged(tenant, 4, 0)])
         await store.checkpoint("acme", Signer.load_or_create(None, tmp_path / "audit-signing.key"))
-        await engine.dispose()
+        await store.close()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, fill()).result()
@@ -298,4 +298,4 @@ async def test_a_cut_while_writers_append_to_several_tenants_neither_deadlocks_n
             verdict = await store.verify(tenant)
             assert verdict.ok and verdict.checked == count, verdict
     finally:
-        await store.engine.dispose()
+        await store.close()

@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checkpoints.cancel()
         await audit_writer.close()  # every queued record is written before the process ends
         await checkpoint_all(audit_store, signer)
-        await audit_store.engine.dispose()
+        await audit_store.close()
         await litellm.aclose()
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -3,7 +3,9 @@
 Appends for one tenant are serialised by a row lock on its head (PostgreSQL)
 or by SQLite's single writer: the first statement of every append transaction
 is a write, so the lock is held before the head is read. Concurrent writers in
-any number of processes therefore leave a gap-free chain.
+any number of processes therefore leave a gap-free chain. On PostgreSQL a batch
+of one tenant first tries the one-statement optimistic append (optimistic.py),
+which is the same guarantee in one round trip.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -39,21 +41,59 @@ class Verdict:
 
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        return create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_durable_wal)
+        return engine
     # Bounded waits: a black-holed database must fail requests (or spool records), not hang them.
     return create_async_engine(url, pool_size=10, max_overflow=10,
                                connect_args={"timeout": 5, "command_timeout": 10})
 
 
+def chain_rows(tenant: str, head_seq: int, head_hash: str, records: list[dict]) -> list[dict]:
+    """The rows that extend a chain whose head is (head_seq, head_hash) by these records, hashes linked."""
+    rows, seq, prev = [], head_seq, head_hash
+    for record in records:
+        seq += 1
+        text = canonical(jsonable(record))
+        digest = row_hash(tenant, seq, prev, text)
+        rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
+                     "occurred_at": record["occurred_at"], "record": text, "prev_hash": prev, "row_hash": digest,
+                     **{column: record.get(field) for column, field in QUERY_COLUMNS.items()}})
+        prev = digest
+    return rows
+
+
+def _sqlite_durable_wal(dbapi_connection, _record) -> None:
+    """WAL lets exports and queries read while the wrapper writes; FULL syncs every commit to disk."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
 class AuditStore:
     def __init__(self, engine: AsyncEngine) -> None:
+        from wrapper.audit.optimistic import OptimisticAppender  # it builds on chain_rows, above
+
         self.engine = engine
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        postgres = engine.dialect.name == "postgresql"
+        self._insert = pg_insert if postgres else sqlite_insert
+        self._optimistic = OptimisticAppender(engine) if postgres else None
 
     async def append(self, records: list[dict]) -> list[tuple[str, int]]:
-        """Append records (each with tenant, request_id, occurred_at) in one transaction; returns (tenant, seq) of each."""
+        """Append records (each with tenant, request_id, occurred_at) atomically; returns (tenant, seq) of each."""
+        if self._optimistic is not None and len({r["tenant"] for r in records}) == 1:
+            placed = await self._optimistic.append(records[0]["tenant"], records)
+            if placed is not None:
+                return placed
         async with self.engine.begin() as conn:
             return await self.append_in(conn, records)
+
+    async def close(self) -> None:
+        """Release every connection (the writer's held one too)."""
+        if self._optimistic is not None:
+            await self._optimistic.close()
+        await self.engine.dispose()
 
     async def append_in(self, conn: AsyncConnection, records: list[dict]) -> list[tuple[str, int]]:
         """Append within the caller's transaction (the retention cut deletes and records in one)."""
@@ -69,20 +109,12 @@ class AuditStore:
                 await conn.execute(select(audit_heads.c.seq, audit_heads.c.head_hash)
                                    .where(audit_heads.c.tenant == tenant).with_for_update())
             ).one()
-            seq, prev = head.seq, head.head_hash
-            rows = []
-            for record in by_tenant[tenant]:
-                seq += 1
-                text = canonical(jsonable(record))
-                digest = row_hash(tenant, seq, prev, text)
-                rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
-                             "occurred_at": record["occurred_at"], "record": text,
-                             "prev_hash": prev, "row_hash": digest,
-                             **{column: record.get(field) for column, field in QUERY_COLUMNS.items()}})
-                placed[id(record)] = (tenant, seq)
-                prev = digest
+            rows = chain_rows(tenant, head.seq, head.head_hash, by_tenant[tenant])
+            for record, row in zip(by_tenant[tenant], rows):
+                placed[id(record)] = (tenant, row["seq"])
             await conn.execute(audit_events.insert(), rows)
-            await conn.execute(update(audit_heads).where(audit_heads.c.tenant == tenant).values(seq=seq, head_hash=prev))
+            await conn.execute(update(audit_heads).where(audit_heads.c.tenant == tenant)
+                               .values(seq=rows[-1]["seq"], head_hash=rows[-1]["row_hash"]))
         return [placed[id(record)] for record in records]
 
     async def tenants(self) -> list[str]:
