@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import subprocess
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -223,3 +224,28 @@ def test_cli_upgrades_the_database_and_verify_exits_by_verdict(pg_url, tmp_path)
     assert broken.returncode == 1
     assert "first bad record is seq 2" in broken.stdout
 
+
+
+async def test_the_documented_wrapper_role_appends_and_reads_but_cannot_change_history(pg_url):
+    await upgrade_database(pg_url)
+    role = f"gw_wrapper_{uuid.uuid4().hex[:8]}"
+    database = pg_url.rsplit("/", 1)[1]
+    owner = pg_url.replace("postgresql+asyncpg", "postgresql")
+    as_superuser(f"CREATE ROLE {role} LOGIN", dsn=owner)
+    try:
+        as_superuser(f"GRANT SELECT, INSERT ON audit_events, audit_checkpoints TO {role}; "
+                     f"GRANT SELECT, INSERT, UPDATE ON audit_heads TO {role}", dsn=owner)
+        store = AuditStore(make_engine(f"postgresql+asyncpg://{role}@127.0.0.1:5432/{database}"))
+        try:
+            await store.append([record("acme", 1)])
+            await store.append([record("acme", 2), record("globex", 1)])  # both append paths
+            assert (await store.verify("acme")).ok
+            for statement in ("UPDATE audit_events SET record = '{}'", "DELETE FROM audit_events",
+                              "TRUNCATE audit_events", "ALTER TABLE audit_events DISABLE TRIGGER ALL"):
+                with pytest.raises(DBAPIError, match="permission denied|must be owner"):
+                    async with store.engine.begin() as conn:
+                        await conn.execute(text(statement))
+        finally:
+            await store.close()
+    finally:
+        as_superuser(f"DROP OWNED BY {role}; DROP ROLE {role}", dsn=owner)
