@@ -15,7 +15,7 @@ from starlette.responses import Response
 from wrapper.audit.api import audit_router
 from wrapper.audit.checkpoints import checkpoint_all, checkpoint_periodically
 from wrapper.audit.middleware import AuditMiddleware, request_context
-from wrapper.audit.signing import Signer
+from wrapper.audit.signing import gateway_signer
 from wrapper.audit.spool import Spool
 from wrapper.audit.store import AuditStore, make_engine
 from wrapper.audit.writer import AuditWriter
@@ -29,9 +29,9 @@ from wrapper.logs import configure_logging
 from wrapper.proxy import forward
 from wrapper.request_body import parse_chat_request, parse_embeddings_request
 from wrapper.request_id import RequestIdMiddleware
-from wrapper.streaming import wait_for_disconnect
 from wrapper.routing import check_model_allowed, models_for_tenant
 from wrapper.settings import Settings, get_settings
+from wrapper.streaming import wait_for_disconnect
 from wrapper.upstream import LiteLLMClient
 
 
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     jwks = JwksCache()
     audit_store = AuditStore(make_engine(settings.database_url))
     audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
-    signer = Signer.load_or_create(settings.audit_signing_key, settings.var_dir / "audit-signing.key")
+    signer = gateway_signer(settings)
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""

@@ -66,6 +66,15 @@ class GatewayError(Exception):
         return b"data: " + orjson.dumps(self.envelope()) + b"\n\n"
 
 
+def error_in(body: bytes) -> dict | None:
+    """The inner object of an OpenAI error envelope in a response body, if the body is one."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return error if isinstance(error, dict) else None
+
+
 def bad_request(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, code="invalid_request", param=param)
 

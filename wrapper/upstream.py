@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-import orjson
 
-from wrapper.errors import GatewayError
+from wrapper.errors import GatewayError, error_in
 
 # Headers of LiteLLM's answer worth passing to the client; the rest (provider URLs,
 # key spend, internal ids) stays inside.
@@ -139,11 +138,8 @@ def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> G
 
 
 def _upstream_message(content: bytes) -> tuple[str, str | None]:
-    try:
-        error = orjson.loads(content).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
+    error = error_in(content)
+    if error is not None and isinstance(error.get("message"), str):
         return error["message"], error.get("type")
     return "The model provider returned an error.", None
 

@@ -11,7 +11,7 @@ from wrapper.audit.export import check_window, export_lines
 from wrapper.audit.migrate import upgrade_database_sync
 from wrapper.audit.query import parse_time
 from wrapper.audit.retention import RetentionRefused, cut_expired, refuse_by_policy
-from wrapper.audit.signing import Signer
+from wrapper.audit.signing import gateway_signer
 from wrapper.audit.store import AuditStore, make_engine
 from wrapper.gateway_config import load_config
 from wrapper.settings import Settings
@@ -32,7 +32,7 @@ def run(args, settings: Settings) -> int:
 
 
 async def _verify(settings: Settings, tenant: str | None) -> int:
-    signer = Signer.load_or_create(settings.audit_signing_key, settings.var_dir / "audit-signing.key")
+    signer = gateway_signer(settings)
     store = AuditStore(make_engine(settings.database_url))
     try:
         tenants = [tenant] if tenant else await store.tenants()
@@ -55,7 +55,7 @@ async def _prune(settings: Settings, tenant: str, dry_run: bool) -> int:
     if tenant not in tenants:
         print(f"gateway: unknown tenant {tenant} (not in {settings.config})", file=sys.stderr)
         return 1
-    signer = Signer.load_or_create(settings.audit_signing_key, settings.var_dir / "audit-signing.key")
+    signer = gateway_signer(settings)
     store = AuditStore(make_engine(settings.database_url))
     try:
         refuse_by_policy(tenant, tenants[tenant].audit)
@@ -96,7 +96,7 @@ def _export(settings: Settings, tenant: str, since: str | None, until: str | Non
         return 2
 
     async def write() -> int:
-        signer = Signer.load_or_create(settings.audit_signing_key, settings.var_dir / "audit-signing.key")
+        signer = gateway_signer(settings)
         engine = AuditStore(make_engine(settings.database_url)).engine
         try:
             async for line in export_lines(engine, tenant, *window, signer):

@@ -20,7 +20,7 @@ import orjson
 from wrapper.audit.record import Delivery, build_record
 from wrapper.audit.writer import AuditUnavailable, AuditWriter
 from wrapper.context import RequestContext
-from wrapper.errors import GatewayError
+from wrapper.errors import GatewayError, error_in
 from wrapper.proxy import CLIENT_CLOSED
 
 CONTEXT_KEY = "gateway.ctx"
@@ -125,7 +125,7 @@ class _Exchange:
         delivery.completed = time.perf_counter()
         delivery.response_sha256 = self._digest.hexdigest()
         if delivery.status >= 400 and not delivery.streamed:
-            delivery.error = _error_of(delivery.response_body)
+            delivery.error = error_in(delivery.response_body)
         tenant = self.ctx.tenant
         try:
             await self.writer.commit(build_record(self.ctx, delivery), fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))
@@ -136,14 +136,6 @@ class _Exchange:
 
 def _is_event_stream(start: dict) -> bool:
     return any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in start.get("headers", ()))
-
-
-def _error_of(body: bytes) -> dict | None:
-    try:
-        error = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return error if isinstance(error, dict) else None
 
 
 def _add_overhead(start: dict, seconds: float) -> None:

@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from wrapper.settings import Settings
+
 
 def checkpoint_message(tenant: str, seq: int, head_hash: str, created_at: str) -> bytes:
     return f"gateway-audit-checkpoint\n{tenant}\n{seq}\n{head_hash}\n{created_at}".encode()
@@ -54,6 +56,11 @@ class Signer:
 
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self._private.sign(message)).decode()
+
+
+def gateway_signer(settings: Settings) -> Signer:
+    """The gateway's key: GATEWAY_AUDIT_SIGNING_KEY, else the one kept in the var dir."""
+    return Signer.load_or_create(settings.audit_signing_key, settings.var_dir / "audit-signing.key")
 
 
 def signature_valid(public_key: Ed25519PublicKey, message: bytes, signature: str) -> bool:
