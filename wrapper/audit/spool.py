@@ -18,21 +18,21 @@ from wrapper.audit.chain import canonical, jsonable
 
 
 class Spool:
+    """Owned by one writer: whether records wait is read from disk once, then kept in step by append and clear."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-
-    @property
-    def pending(self) -> bool:
         try:
-            return self.path.stat().st_size > 0
+            self.pending = path.stat().st_size > 0  # left by an earlier run: replayed first
         except FileNotFoundError:
-            return False
+            self.pending = False
 
     def append(self, records: list[dict]) -> None:
         """Write and fsync; raises OSError when the disk refuses (then the records are not safe)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = "".join(canonical(jsonable(record)) + "\n" for record in records).encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.pending = True  # even if the write fails part-way: whatever landed is replayed (read skips a torn line)
         try:
             os.write(fd, lines)
             os.fsync(fd)
@@ -57,3 +57,4 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self.pending = False
