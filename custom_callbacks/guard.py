@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
@@ -21,7 +22,9 @@ if not logger.handlers:  # LiteLLM configures its own loggers only; give ours a 
     _handler = logging.StreamHandler()
     _handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     logger.addHandler(_handler)
-    logger.setLevel(logging.INFO)
+    # GATEWAY_LOG_REQUESTS (see wrapper/settings.py) adds a line per admitted request.
+    logger.setLevel(logging.DEBUG if os.environ.get("GATEWAY_LOG_REQUESTS", "").lower() in {"1", "true", "yes", "on"}
+                    else logging.INFO)
     logger.propagate = False
 
 REFUSAL = "This LiteLLM instance only serves requests sent through the gateway."
@@ -40,8 +43,8 @@ class WrapperOnlyGuard(CustomLogger):
         if reason is not None:
             logger.warning("refused a %s request that did not come through the wrapper: %s", call_type, reason)
             raise HTTPException(status_code=403, detail={"error": REFUSAL})
-        # One line per admitted request, so operators (and tests) can see what LiteLLM was told.
-        accepted = {key: metadata.get(key) for key in SEALED_KEYS}
-        accepted["user"] = data.get("user")
-        logger.info("gateway_request %s", json.dumps({"call_type": str(call_type), **accepted}, sort_keys=True))
+        if logger.isEnabledFor(logging.DEBUG):  # what LiteLLM was told, for operators (and tests) who ask
+            accepted = {key: metadata.get(key) for key in SEALED_KEYS}
+            accepted["user"] = data.get("user")
+            logger.debug("gateway_request %s", json.dumps({"call_type": str(call_type), **accepted}, sort_keys=True))
         return data

@@ -137,6 +137,7 @@ def stack(fake_provider, idp, stack_database, tmp_path_factory) -> Stack:
             "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
             "GATEWAY_DATABASE_URL": stack_database,
             "GATEWAY_VAR_DIR": str(workdir / "var"),
+            "GATEWAY_LOG_REQUESTS": "true",  # tests read what LiteLLM's callback admitted from its log line
         },
     )
     url = f"http://127.0.0.1:{port}"

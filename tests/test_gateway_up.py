@@ -58,6 +58,9 @@ def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
         assert not is_listening(port) and not is_listening(litellm_port)
+        # By default the audit log is the per-request record: LiteLLM writes no line per request.
+        log = (tmp_path / "gateway.log").read_text()
+        assert "POST /v1/chat/completions" not in log and "gateway_request" not in log
     finally:
         stop(process)
     # The embedded default: the answer's record is in the SQLite file under var/, signed at shutdown.

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     audit_signing_key: str | None = None  # base64 Ed25519 seed; generated in var_dir when unset
     audit_checkpoint_seconds: float = Field(60.0, gt=0)  # how often each chain's head is signed
     audit_spool: Path | None = None  # where records wait while the store is down; default var_dir
+    # A line per request from LiteLLM (its access log, and what the gateway's callback admitted).
+    # Off by default: the audit log is the per-request record, and each line costs a process wake-up.
+    log_requests: bool = False
 
     def model_post_init(self, context) -> None:
         if not self.database_url:

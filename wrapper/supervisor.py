@@ -8,6 +8,8 @@ stopped and the exit code is non-zero.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import os
 import secrets
 import shutil
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import uvicorn.config
 
 from wrapper.audit.migrate import upgrade_database
 from wrapper.gateway_config import ConfigError, load_config
@@ -60,7 +63,20 @@ def litellm_command(settings: Settings) -> list[str]:
     litellm = str(executable) if executable.exists() else shutil.which("litellm")
     if litellm is None:
         raise SystemExit("gateway: the `litellm` command is not installed in this environment")
-    return [litellm, "--config", str(settings.litellm_config), "--host", "127.0.0.1", "--port", str(settings.litellm_port)]
+    command = [litellm, "--config", str(settings.litellm_config), "--host", "127.0.0.1", "--port", str(settings.litellm_port)]
+    if not settings.log_requests:
+        command += ["--log_config", str(_quiet_access_log_config(settings.var_dir))]
+    return command
+
+
+def _quiet_access_log_config(var_dir: Path) -> Path:
+    """Uvicorn's own logging setup for LiteLLM, with its access log (a line per request) raised to warnings."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["uvicorn.access"]["level"] = "WARNING"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "litellm-logging.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
 
 
 def wrapper_command(settings: Settings) -> list[str]:
