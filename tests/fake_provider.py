@@ -37,6 +37,7 @@ class Behaviour:
     latency_ms: float = 0  # before a non-stream answer, or before the first chunk
     chunk_interval_ms: float = 0  # between stream chunks
     chunks: int = 5  # content chunks in a stream
+    chunk_chars: int | None = None  # instead: stream the text in pieces of this many characters
     reply: str = DEFAULT_REPLY
     echo: bool = False  # answer with the last user message instead of `reply`
     status: int = 200  # an error status answered with an OpenAI error envelope
@@ -176,7 +177,8 @@ class FakeProvider:
         })
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
-            pieces = _split(text, behaviour.chunks)
+            pieces = ([text[i:i + behaviour.chunk_chars] for i in range(0, len(text), behaviour.chunk_chars)]
+                      if behaviour.chunk_chars else _split(text, behaviour.chunks))
             for index, piece in enumerate(pieces):
                 if index and behaviour.chunk_interval_ms:
                     await _sleep_unless(watcher, behaviour.chunk_interval_ms / 1000)

@@ -121,7 +121,7 @@ def test_every_refusal_and_failure_has_one_record(stack, case, status, tenant, e
 
 
 def test_an_sso_token_of_an_unknown_tenant_goes_to_the_system_chain(stack):
-    token = stack.idp.token("initech", "mallory")
+    token = stack.idp.token("umbrella", "mallory")
     rid, response = call(stack, CHAT, key=None, headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 403
     record = the_record(stack, rid)

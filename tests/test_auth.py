@@ -175,7 +175,7 @@ def test_a_token_with_odd_roles_gets_403_not_500(stack, roles):
 
 
 def test_a_token_of_a_tenant_the_gateway_does_not_know_gets_403(stack):
-    response = chat(stack, stack.idp.token("initech", "peter"))
+    response = chat(stack, stack.idp.token("umbrella", "peter"))
     assert response.status_code == 403 and response.json()["error"]["code"] == "tenant_not_enabled"
 
 

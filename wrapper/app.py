@@ -26,6 +26,7 @@ from wrapper.errors import GatewayError, install_error_handlers
 from wrapper.gateway_config import ConfigStore, Role
 from wrapper.log_context import tenant_var
 from wrapper.logs import configure_logging
+from wrapper.pii import PiiScanner, protect
 from wrapper.proxy import forward
 from wrapper.request_body import parse_chat_request, parse_embeddings_request
 from wrapper.request_id import RequestIdMiddleware
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     audit_store = AuditStore(make_engine(settings.database_url))
     audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
     signer = gateway_signer(settings)
+    pii_scanner = PiiScanner()  # recognizers built once, at start
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""
@@ -83,11 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The request flow of every model call, in order."""
         ctx = await admit_caller(request, Role.app)  # 1. authenticate
         ctx.body = body = parse_body(await read_body(request, settings.max_body_bytes))
-        # 2. limits and budget, 3. input guardrails, 4. PII redaction: later issues slot in here.
+        # 2. limits and budget, 3. input guardrails: later issues slot in here.
+        restorer = await protect(ctx, body, pii_scanner)  # 4. PII: redact or pseudonymize in place, or block
         check_model_allowed(ctx.tenant, body["model"])  # 5. route: the tenant's allow-list
         # 6. cache layers slot in here.
         # 7-8. LiteLLM, and the response path (the audit middleware commits the record before the answer ends)
-        return await forward(litellm, path, body, ctx, secret, client_gone=lambda: wait_for_disconnect(request.receive))
+        return await forward(litellm, path, body, ctx, secret, restorer=restorer,
+                             client_gone=lambda: wait_for_disconnect(request.receive))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

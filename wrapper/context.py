@@ -26,6 +26,7 @@ class Outcome:
     cost: float | None = None
     cache_hit: bool = False
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
+    redacted_answer: bytes | None = None  # the provider's answer before pseudonyms were restored
 
     def note_usage(self, usage: object) -> None:
         if isinstance(usage, dict):
@@ -49,10 +50,10 @@ class RequestContext:
     client_addr: str | None = None
     principal: Principal | None = None  # set by authentication, read by every later step
     tenant: Tenant | None = None  # the principal's tenant, from the same config snapshot
-    body: dict | None = None  # the request as forwarded (after redaction, once PII redaction lands)
+    body: dict | None = None  # the request as forwarded (after PII redaction)
     outcome: Outcome = field(default_factory=Outcome)
     guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
-    pii: dict[str, int] = field(default_factory=dict)  # entity type -> count, never values
+    pii: dict = field(default_factory=dict)  # mode, and entity type -> count found; never values
 
     def overhead_ms(self, waited_seconds: float) -> str:
         return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"

@@ -55,14 +55,73 @@ class AuditPolicy(_Strict):
     legal_hold: bool = False  # blocks any retention cut
 
 
+class PiiMode(StrEnum):
+    off = "off"
+    redact = "redact"  # each value becomes its type: <EMAIL_ADDRESS>
+    pseudonymize = "pseudonymize"  # numbered per request (<EMAIL_ADDRESS_1>), restored in the answer
+    block = "block"  # 400 naming the types found, nothing forwarded
+
+
+# The types the gateway recognises by itself (wrapper/pii/recognizers.py); tenants may add their own.
+PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS",
+                "API_KEY", "AWS_ACCESS_KEY_ID", "JWT", "PRIVATE_KEY", "PASSWORD")
+
+
+class PiiRecognizer(_Strict):
+    """A tenant's own pattern, e.g. employee ids: {entity: EMPLOYEE_ID, patterns: ["EMP-\\d{6}"]}."""
+
+    entity: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,47}$")
+    patterns: tuple[str, ...] = Field(min_length=1)
+    score: float = Field(0.8, gt=0, le=1)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return patterns
+
+
+class PiiPolicy(_Strict):
+    mode: PiiMode = PiiMode.off
+    endpoints: dict[str, PiiMode] = Field(default_factory=dict)  # per endpoint, overriding `mode`
+    entities: tuple[str, ...] | None = None  # the types to look for; None: every built-in and custom one
+    system_prompts: bool = True  # scan system messages too
+    # closed: when detection fails the request fails (503). open: it goes on unscanned, and the record says so.
+    on_failure: Literal["closed", "open"] = "closed"
+    recognizers: tuple[PiiRecognizer, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_entities(self) -> PiiPolicy:
+        known = {*PII_ENTITIES, *(r.entity for r in self.recognizers)}
+        unknown = sorted(set(self.entities or ()) - known)
+        if unknown:
+            raise ValueError(f"unknown PII entity types {unknown}; known: {sorted(known)}")
+        return self
+
+    def mode_for(self, endpoint: str | None) -> PiiMode:
+        return self.endpoints.get(endpoint, self.mode) if endpoint else self.mode
+
+
 class Tenant(_Strict):
     name: str = ""  # display name
     models: list[str] = Field(default_factory=list)  # allowed model names; "*" allows all
     endpoints: list[str] = Field(default_factory=list)  # the app endpoints the tenant owns
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    pii: PiiPolicy = Field(default_factory=PiiPolicy)
 
     def allows_model(self, model: str) -> bool:
         return "*" in self.models or model in self.models
+
+    @model_validator(mode="after")
+    def _pii_endpoints_are_own(self) -> Tenant:
+        unknown = sorted(set(self.pii.endpoints) - set(self.endpoints))
+        if unknown:
+            raise ValueError(f"pii.endpoints names endpoints the tenant does not have: {unknown}")
+        return self
 
 
 class ApiKey(_Strict):

@@ -16,6 +16,7 @@ from custom_callbacks.seal import SEAL_KEY, SEALED_KEYS, seal
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
 from wrapper.gateway_config import AuditContent
+from wrapper.pii import Restorer
 from wrapper.streaming import EventStreamResponse, StreamSummary, split_events
 from wrapper.upstream import LiteLLMClient, passed_headers, raw_chunks
 
@@ -51,15 +52,20 @@ def sealed_body(body: dict, ctx: RequestContext, secret: bytes) -> bytes:
 
 async def forward(
     litellm: LiteLLMClient, path: str, body: dict, ctx: RequestContext, secret: bytes,
-    client_gone: Callable[[], Awaitable[None]],
+    client_gone: Callable[[], Awaitable[None]], restorer: Restorer | None = None,
 ) -> Response:
+    """`restorer` puts pseudonymised values back into the answer (the provider only ever saw placeholders)."""
     upstream_body = sealed_body(body, ctx, secret)
     if body.get("stream"):
-        return await _forward_stream(litellm, path, upstream_body, ctx)
+        return await _forward_stream(litellm, path, upstream_body, ctx, restorer)
     reply = await _unless_client_leaves(litellm.post(path, upstream_body, ctx.request_id), client_gone)
     _note_reply(ctx, reply.body, reply.headers)
+    answer = reply.body
+    if restorer is not None and reply.status == 200:
+        ctx.outcome.redacted_answer = reply.body  # what the audit may keep: the answer with placeholders
+        answer = restorer.answer(reply.body)
     headers = {**reply.headers, "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
-    return Response(reply.body, status_code=reply.status, headers=headers, media_type="application/json")
+    return Response(answer, status_code=reply.status, headers=headers, media_type="application/json")
 
 
 async def _unless_client_leaves(call: Awaitable, client_gone: Callable[[], Awaitable[None]]):
@@ -89,7 +95,8 @@ def _note_reply(ctx: RequestContext, content: bytes, headers: dict[str, str]) ->
         ctx.outcome.note_usage(reply.get("usage"))
 
 
-async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: bytes, ctx: RequestContext) -> Response:
+async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: bytes, ctx: RequestContext,
+                          restorer: Restorer | None) -> Response:
     response, waited = await litellm.open_stream(path, upstream_body, ctx.request_id)
     summary = ctx.outcome.stream = StreamSummary(started_at=ctx.started_at)
     if ctx.tenant is not None and ctx.tenant.audit.content == AuditContent.full:
@@ -97,11 +104,13 @@ async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: byte
     headers = passed_headers(response.headers)
     ctx.outcome.note_headers(headers)
 
+    restoring = restorer.stream() if restorer is not None else None
+
     async def events():
         try:
             async for event in split_events(raw_chunks(response)):
                 summary.observe(event)  # before it is sent: the response path reads the summary at [DONE]
-                yield event
+                yield restoring.event(event) if restoring is not None else event
         except GatewayError as exc:
             # The status line is gone already; the client learns of the break in-band.
             summary.error = exc.envelope()["error"]

@@ -104,10 +104,12 @@ def _content(ctx: RequestContext, delivery: Delivery) -> dict:
     if delivery.streamed:
         response = "".join(stream.text) if stream and stream.text is not None else None
     else:
+        # With pseudonyms, the client got the restored values; the record keeps the placeholders.
+        body = ctx.outcome.redacted_answer if ctx.outcome.redacted_answer is not None else delivery.response_body
         try:
-            response = orjson.loads(delivery.response_body) if delivery.response_body else None
+            response = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
-            response = delivery.response_body.decode("utf-8", "replace")
+            response = body.decode("utf-8", "replace")
     return {"policy": "full", "request": ctx.body, "response": response}
 
 

@@ -1,0 +1,148 @@
+"""PII pieces on their own: restoring split placeholders, what is scanned, policy validation."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import orjson
+import pytest
+
+from wrapper.auth import Principal
+from wrapper.context import RequestContext
+from wrapper.errors import GatewayError
+from wrapper.gateway_config import PII_ENTITIES, ConfigError, Role, Tenant, validate_config
+from wrapper.pii import PiiScanner, Restorer, protect
+
+ORIGINALS = {"<EMAIL_ADDRESS_1>": "jane.doe@example.com", "<PHONE_NUMBER_1>": "+44 20 7946 0958",
+             "<EMAIL_ADDRESS_12>": "ops@example.net"}
+ANSWER = "Write to <EMAIL_ADDRESS_1> or <EMAIL_ADDRESS_12>, call <PHONE_NUMBER_1>; a < b and <b>bold</b> stay <EMAIL_ADDRESS_9>."
+RESTORED = ("Write to jane.doe@example.com or ops@example.net, call +44 20 7946 0958; "
+            "a < b and <b>bold</b> stay <EMAIL_ADDRESS_9>.")
+
+
+@pytest.fixture(scope="module")
+def scanner() -> PiiScanner:
+    return PiiScanner()
+
+
+def event(content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+
+
+def streamed(pieces: list[str], finish_event: bool = True) -> tuple[str, list[str]]:
+    """The text a client reads from these pieces, and what was held back after each one."""
+    restoring = Restorer(ORIGINALS).stream()
+    out, held = [], []
+    events = [event(p) for p in pieces] + ([event(None, "stop")] if finish_event else []) + [b"data: [DONE]\n\n"]
+    for raw in events:
+        for line in restoring.event(raw).split(b"\n\n"):
+            if line.startswith(b"data: {"):
+                out.extend(c["delta"].get("content") or "" for c in orjson.loads(line[6:])["choices"])
+        held.append("".join(restoring.held.values()))
+    return "".join(out), held
+
+
+def test_a_whole_answer_gets_its_values_back_and_unknown_placeholders_stay():
+    answer = orjson.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}}]})
+    assert orjson.loads(Restorer(ORIGINALS).answer(answer))["choices"][0]["message"]["content"] == RESTORED
+
+
+@pytest.mark.parametrize("finish_event", [True, False])
+def test_a_stream_split_at_every_position_reads_as_the_restored_text(finish_event):
+    for cut in range(1, len(ANSWER)):
+        assert streamed([ANSWER[:cut], ANSWER[cut:]], finish_event)[0] == RESTORED, cut
+    for pieces in ([ANSWER[i:i + 1] for i in range(len(ANSWER))], [ANSWER[i:i + 3] for i in range(0, len(ANSWER), 3)]):
+        assert streamed(pieces, finish_event)[0] == RESTORED
+    rng = random.Random(7)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(ANSWER)), rng.randint(1, 12)))
+        pieces = [ANSWER[a:b] for a, b in itertools.pairwise([0, *cuts, len(ANSWER)])]
+        assert streamed(pieces, finish_event)[0] == RESTORED
+
+
+def test_only_a_possible_placeholder_is_held_back():
+    prefixes = {p[:i] for p in ORIGINALS for i in range(1, len(p))}
+    _, held = streamed([ANSWER[i:i + 1] for i in range(len(ANSWER))])
+    assert all(h == "" or h in prefixes for h in held)
+    # Text that cannot become a placeholder flows at once, a lone "<" included only until the next piece.
+    restoring = Restorer(ORIGINALS).stream()
+    restoring.event(event("a <"))
+    assert restoring.held == {(0, "content"): "<"}
+    restoring.event(event("b> and <EMAIL_X"))
+    assert restoring.held == {}
+
+
+def tool_call_body() -> dict:
+    return {"model": "m", "messages": [
+        {"role": "system", "content": "Escalate to boss@example.com"},
+        {"role": "user", "content": [{"type": "text", "text": "my mail is me@example.org"}, {"type": "image_url"}]},
+        {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": '{"to": "me@example.org"}'}}]},
+        {"role": "tool", "content": "sent to me@example.org"},
+    ]}
+
+
+def context(**pii) -> RequestContext:
+    ctx = RequestContext("unit")
+    ctx.tenant = Tenant(pii=pii, endpoints=["e"])
+    ctx.principal = Principal("t", None, None, frozenset({Role.app}), "key:unit")
+    return ctx
+
+
+def test_pseudonyms_are_consistent_within_a_request_and_system_prompts_follow_the_policy(scanner):
+    body = tool_call_body()
+    restorer = asyncio.run(protect(context(mode="pseudonymize"), body, scanner))
+    text = orjson.dumps(body).decode()
+    assert "example.org" not in text and "boss@" not in text
+    assert text.count("<EMAIL_ADDRESS_1>") == 1 and text.count("<EMAIL_ADDRESS_2>") == 3  # the same value, one name
+    assert restorer.originals == {"<EMAIL_ADDRESS_1>": "boss@example.com", "<EMAIL_ADDRESS_2>": "me@example.org"}
+    body = tool_call_body()
+    ctx = context(mode="redact", system_prompts=False)
+    assert asyncio.run(protect(ctx, body, scanner)) is None  # nothing to restore after redaction
+    assert body["messages"][0]["content"] == "Escalate to boss@example.com"
+    assert body["messages"][3]["content"] == "sent to <EMAIL_ADDRESS>"
+    assert ctx.pii == {"mode": "redact", "found": {"EMAIL_ADDRESS": 3}}
+
+
+def test_the_endpoint_mode_overrides_the_tenants_and_off_scans_nothing(scanner):
+    ctx = context(mode="off", endpoints={"e": "block"})
+    body = tool_call_body()
+    assert asyncio.run(protect(ctx, body, scanner)) is None and ctx.pii == {}
+    ctx.principal = Principal("t", None, "e", frozenset({Role.app}), "key:unit")
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(protect(ctx, body, scanner))
+    assert refused.value.status == 400 and "EMAIL_ADDRESS" in refused.value.message
+    assert "example" not in refused.value.message
+
+
+def test_a_failing_detector_fails_closed_unless_the_tenant_chose_open(scanner, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("detector down")
+
+    monkeypatch.setattr(scanner, "find", broken)
+    body = tool_call_body()
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(protect(context(mode="redact"), body, scanner))
+    assert refused.value.status == 503 and refused.value.code == "pii_unavailable"
+    ctx = context(mode="redact", on_failure="open")
+    assert asyncio.run(protect(ctx, body, scanner)) is None
+    assert ctx.pii == {"mode": "redact", "unscanned": True}
+
+
+def test_the_scanner_knows_exactly_the_documented_types(scanner):
+    assert scanner.built_in_entities == set(PII_ENTITIES)
+
+
+@pytest.mark.parametrize(("pii", "complaint"), [
+    ({"mode": "mask"}, "mode"),
+    ({"entities": ["EMAIL", "PHONE_NUMBER"]}, "unknown PII entity types ['EMAIL']"),
+    ({"recognizers": [{"entity": "EMPLOYEE_ID", "patterns": ["EMP-(\\d{6}"]}]}, "not a valid regular expression"),
+    ({"recognizers": [{"entity": "employee id", "patterns": ["x"]}]}, "entity"),
+    ({"endpoints": {"elsewhere": "block"}}, "endpoints the tenant does not have: ['elsewhere']"),
+])
+def test_a_bad_pii_policy_is_refused_with_a_clear_message(pii, complaint):
+    with pytest.raises(ConfigError) as refused:
+        validate_config({"tenants": {"acme": {"endpoints": ["support"], "pii": pii}}}, "gateway.yaml")
+    assert complaint in str(refused.value)

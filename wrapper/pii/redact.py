@@ -1,0 +1,144 @@
+"""Step 4 of the flow: find personal data in what the request would send, and act on the policy.
+
+Every text the provider would read is scanned: message contents (strings and
+text parts), tool-call arguments, tool results, embeddings input, and system
+prompts unless the policy leaves them out. The body is changed in place, so
+nothing downstream (LiteLLM, the provider, the audit record) ever holds the
+raw values. The context gets the types and counts found, never the values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterator
+
+from presidio_analyzer import RecognizerResult
+from presidio_anonymizer import AnonymizerEngine
+from presidio_anonymizer.entities import OperatorConfig
+
+from wrapper.context import RequestContext
+from wrapper.errors import GatewayError
+from wrapper.gateway_config import PiiMode, PiiPolicy
+from wrapper.pii.restore import Restorer
+from wrapper.pii.scanner import PiiScanner
+
+logger = logging.getLogger("wrapper.pii")
+
+SYSTEM_ROLES = frozenset({"system", "developer"})
+# Scanning is CPU work: beyond this many characters it runs in a thread so other requests keep moving.
+INLINE_SCAN_CHARS = 16_384
+
+_anonymizer = AnonymizerEngine()
+
+
+class _Pseudonyms:
+    """Numbered placeholders, consistent within one request: the same value gets the same one."""
+
+    def __init__(self) -> None:
+        self.by_value: dict[tuple[str, str], str] = {}
+        self.counts: Counter[str] = Counter()
+
+    def placeholder(self, entity: str, value: str) -> str:
+        key = (entity, value)
+        if key not in self.by_value:
+            self.counts[entity] += 1
+            self.by_value[key] = f"<{entity}_{self.counts[entity]}>"
+        return self.by_value[key]
+
+    def originals(self) -> dict[str, str]:
+        return {placeholder: value for (_, value), placeholder in self.by_value.items()}
+
+
+async def protect(ctx: RequestContext, body: dict, scanner: PiiScanner) -> Restorer | None:
+    """Apply the tenant's PII policy to the body; returns what restores placeholders in the answer, if any."""
+    policy = ctx.tenant.pii
+    mode = policy.mode_for(ctx.principal.endpoint)
+    if mode is PiiMode.off:
+        return None
+    slots = list(_text_slots(body, policy))
+    try:
+        if sum(len(container[key]) for container, key in slots) > INLINE_SCAN_CHARS:
+            found = await asyncio.to_thread(_scan, slots, policy, scanner)
+        else:
+            found = _scan(slots, policy, scanner)
+    except Exception as exc:  # a detector that fails must not let unscanned text through silently
+        logger.error("PII detection failed (%s)", type(exc).__name__)
+        if policy.on_failure == "closed":
+            raise GatewayError(503, "PII detection is unavailable, so the request was not forwarded.",
+                               type="service_unavailable", code="pii_unavailable") from None
+        ctx.pii = {"mode": mode.value, "unscanned": True}
+        return None
+    counts = Counter(result.entity_type for _, _, results in found for result in results)
+    ctx.pii = {"mode": mode.value, "found": dict(sorted(counts.items()))}
+    if mode is PiiMode.block:
+        if counts:
+            raise GatewayError(400, f"The request contains data this endpoint may not send: {', '.join(sorted(counts))}.",
+                               code="pii_detected")
+        return None
+    pseudonyms = _Pseudonyms() if mode is PiiMode.pseudonymize else None
+    for container, key, results in found:
+        if results:
+            container[key] = _replace(container[key], results, pseudonyms)
+    return Restorer(pseudonyms.originals()) if pseudonyms and pseudonyms.by_value else None
+
+
+def _scan(slots, policy: PiiPolicy, scanner: PiiScanner) -> list[tuple[object, object, list[RecognizerResult]]]:
+    return [(container, key, scanner.find(container[key], policy.entities, policy.recognizers)) for container, key in slots]
+
+
+def _replace(text: str, results: list[RecognizerResult], pseudonyms: _Pseudonyms | None) -> str:
+    if pseudonyms is None:
+        operators = {r.entity_type: OperatorConfig("replace", {"new_value": f"<{r.entity_type}>"}) for r in results}
+    else:
+        for result in sorted(results, key=lambda r: r.start):  # numbered in reading order
+            pseudonyms.placeholder(result.entity_type, text[result.start:result.end])
+        operators = {r.entity_type: OperatorConfig("custom", {"lambda": _numbered(pseudonyms, r.entity_type)}) for r in results}
+    # Presidio's anonymizer resolves overlapping findings (an email inside a URL with a password, say).
+    return _anonymizer.anonymize(text, results, operators).text
+
+
+def _numbered(pseudonyms: _Pseudonyms, entity: str):
+    return lambda value: pseudonyms.placeholder(entity, value)
+
+
+def _text_slots(body: dict, policy: PiiPolicy) -> Iterator[tuple[object, object]]:
+    """(container, key) of every non-empty string the provider would read."""
+    if "messages" in body:
+        for message in body["messages"]:
+            if message.get("role") in SYSTEM_ROLES and not policy.system_prompts:
+                continue
+            yield from _content_slots(message)
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and _is_text(function.get("arguments")):
+                    yield function, "arguments"
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict) and _is_text(legacy.get("arguments")):
+                yield legacy, "arguments"
+    if "input" in body:  # embeddings
+        value = body["input"]
+        if _is_text(value):
+            yield body, "input"
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if _is_text(item):
+                    yield value, index
+                elif not isinstance(item, str):  # token ids: text nobody here can read
+                    raise GatewayError(400, "With PII protection on, embeddings input must be text, not token ids.",
+                                       param="input", code="pii_unscannable_input")
+
+
+def _content_slots(message: dict) -> Iterator[tuple[object, object]]:
+    content = message.get("content")
+    if _is_text(content):
+        yield message, "content"
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and _is_text(part.get("text")):
+                yield part, "text"
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and value != ""
