@@ -28,6 +28,7 @@ test: install
 bench: install
 	$(VENV)/bin/python bench/overhead.py
 	$(VENV)/bin/python bench/audit_store.py
+	$(VENV)/bin/python bench/pii.py
 
 install: $(VENV)/.installed
 

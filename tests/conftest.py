@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import yaml
 
 from tests.audit_db import as_superuser
 from tests.identity import AUDIENCE, ISSUER, IdentityProvider, gateway_cli
@@ -28,13 +29,22 @@ FAKE_MODELS = {
     "stuck": {"hang": True},
     "drops": {"chunks": 6, "chunk_interval_ms": 20, "disconnect_after_chunks": 2},
     "globex-private": {},
+    "fake-echo-chars": {"echo": True, "chunk_chars": 1},  # streams its echo one character per event
 }
 # Tenants of the test stack: acme may use every model but globex's private one.
 TENANT_MODELS = {
     "acme": [m for m in FAKE_MODELS if m != "globex-private"],
     "globex": ["fake-chat", "globex-private"],
+    "initech": ["fake-echo", "fake-echo-chars", "fake-embed", "fake-chat"],
 }
-TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"]}
+TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"]}
+# initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;
+# a tenant pattern adds employee ids. Its audit keeps full (redacted) content, to show no raw value lands there.
+INITECH_PII = {
+    "mode": "pseudonymize",
+    "endpoints": {"notes": "redact", "intake": "block"},
+    "recognizers": [{"entity": "EMPLOYEE_ID", "patterns": [r"\bEMP-\d{6}\b"]}],
+}
 # LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick.
 LITELLM_EXTRA = {"stuck": {"timeout": 2}}
 
@@ -78,7 +88,14 @@ def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
                                            "jwks_refresh_min_seconds": 1}}).decode())
     for tenant, models in TENANT_MODELS.items():
         gateway_cli(path, "tenants", "add", tenant, "--models", *models, "--endpoints", *TENANT_ENDPOINTS[tenant])
+    config = yaml.safe_load(path.read_text())
+    config["tenants"]["initech"].update(pii=INITECH_PII, audit={"content": "full"})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return {
+        "initech-app": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "initech-app"),
+        "initech-notes": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "notes", "--endpoint", "notes"),
+        "initech-intake": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "intake", "--endpoint", "intake"),
+        "initech-auditor": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "audit", "--role", "auditor"),
         "acme-app": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "acme-app"),
         "acme-support": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "bot", "--endpoint", "support"),
         "acme-auditor": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "audit", "--role", "auditor"),

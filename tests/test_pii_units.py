@@ -146,3 +146,34 @@ def test_a_bad_pii_policy_is_refused_with_a_clear_message(pii, complaint):
     with pytest.raises(ConfigError) as refused:
         validate_config({"tenants": {"acme": {"endpoints": ["support"], "pii": pii}}}, "gateway.yaml")
     assert complaint in str(refused.value)
+
+
+@pytest.mark.parametrize(("text", "phones"), [
+    ("Order 12345 415-555-0132 today", ["415-555-0132"]),
+    ("On 2024-05-06 415-555-0132 called", ["415-555-0132"]),
+    ("call 415-555-0132 12 times", ["415-555-0132"]),
+    ("Ring 020 7946 0958 or +1 415 555 2671.", ["020 7946 0958", "+1 415 555 2671"]),
+    ("at 10:20 on 06.05.2024 10 +49 30 901820", ["+49 30 901820"]),
+    ("rows 2024-03-31 23 and 2024-05-0193, build 20240506.1, order 123456789, v3.11.7", []),
+])
+def test_phone_numbers_are_told_from_dates_and_ids_beside_them(scanner, text, phones):
+    assert [text[r.start:r.end] for r in sorted(scanner.find(text, None, ()), key=lambda r: r.start)] == phones
+
+
+def test_overlapping_findings_become_one_replacement(scanner):
+    body = {"model": "m", "messages": [{"role": "user", "content": "IBAN DE89 3704 0044 0532 0130 00 please"}]}
+    ctx = context(mode="pseudonymize")
+    asyncio.run(protect(ctx, body, scanner))
+    assert body["messages"][0]["content"] == "IBAN <IBAN_CODE_1> please"
+    assert ctx.pii["found"] == {"IBAN_CODE": 1}  # not also a phone number inside it
+
+
+def test_the_test_corpus_keeps_its_own_rules():
+    """Valid checksums, real phone numbers, every value listed: see tests/data/check_corpus.py."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    checker = Path(__file__).parent / "data" / "check_corpus.py"
+    result = subprocess.run([sys.executable, str(checker)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), result.stdout + result.stderr

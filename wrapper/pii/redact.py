@@ -85,7 +85,24 @@ async def protect(ctx: RequestContext, body: dict, scanner: PiiScanner) -> Resto
 
 
 def _scan(slots, policy: PiiPolicy, scanner: PiiScanner) -> list[tuple[object, object, list[RecognizerResult]]]:
-    return [(container, key, scanner.find(container[key], policy.entities, policy.recognizers)) for container, key in slots]
+    return [(container, key, _one_per_span(scanner.find(container[key], policy.entities, policy.recognizers)))
+            for container, key in slots]
+
+
+def _one_per_span(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Overlapping findings (a card number's checksum inside an IBAN, an IBAN's tail that dials) become one:
+    the union of their spans, so nothing is left half-replaced, named by the surest, then longest, of them."""
+    groups: list[list[RecognizerResult]] = []
+    for result in sorted(results, key=lambda r: r.start):
+        if groups and result.start < max(r.end for r in groups[-1]):
+            groups[-1].append(result)
+        else:
+            groups.append([result])
+    merged = []
+    for group in groups:
+        best = max(group, key=lambda r: (r.score, r.end - r.start))
+        merged.append(RecognizerResult(best.entity_type, min(r.start for r in group), max(r.end for r in group), best.score))
+    return merged
 
 
 def _replace(text: str, results: list[RecognizerResult], pseudonyms: _Pseudonyms | None) -> str:
@@ -95,7 +112,6 @@ def _replace(text: str, results: list[RecognizerResult], pseudonyms: _Pseudonyms
         for result in sorted(results, key=lambda r: r.start):  # numbered in reading order
             pseudonyms.placeholder(result.entity_type, text[result.start:result.end])
         operators = {r.entity_type: OperatorConfig("custom", {"lambda": _numbered(pseudonyms, r.entity_type)}) for r in results}
-    # Presidio's anonymizer resolves overlapping findings (an email inside a URL with a password, say).
     return _anonymizer.anonymize(text, results, operators).text
 
 
