@@ -177,3 +177,26 @@ def test_the_test_corpus_keeps_its_own_rules():
     checker = Path(__file__).parent / "data" / "check_corpus.py"
     result = subprocess.run([sys.executable, str(checker)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), result.stdout + result.stderr
+
+
+def test_names_and_places_are_found_when_a_spacy_pipeline_is_configured(tmp_path):
+    """A rule-based English pipeline stands in for a trained one (nothing here may download a model)."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "PERSON", "pattern": "Jane Doe"},
+                                                {"label": "GPE", "pattern": "Springfield"}])
+    nlp.to_disk(tmp_path / "ner")
+    ner_scanner = PiiScanner(str(tmp_path / "ner"))
+    body = {"model": "m", "messages": [{"role": "user", "content": "Jane Doe moved to Springfield, jane@example.com"}]}
+    ctx = context(mode="redact")
+    asyncio.run(protect(ctx, body, ner_scanner))
+    assert body["messages"][0]["content"] == "<PERSON> moved to <LOCATION>, <EMAIL_ADDRESS>"
+    assert ctx.pii["found"] == {"EMAIL_ADDRESS": 1, "LOCATION": 1, "PERSON": 1}
+
+
+def test_a_missing_ner_pipeline_stops_the_start_with_a_clear_message_and_downloads_nothing():
+    from wrapper.pii.scanner import PiiSetupError
+
+    with pytest.raises(PiiSetupError, match="en_core_web_sm.*neither an installed spaCy pipeline"):
+        PiiScanner("en_core_web_sm")

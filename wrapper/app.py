@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     audit_store = AuditStore(make_engine(settings.database_url))
     audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
     signer = gateway_signer(settings)
-    pii_scanner = PiiScanner()  # recognizers built once, at start
+    pii_scanner = PiiScanner(settings.pii_ner_model)  # recognizers built once, at start
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""

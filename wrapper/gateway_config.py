@@ -65,6 +65,8 @@ class PiiMode(StrEnum):
 # The types the gateway recognises by itself (wrapper/pii/recognizers.py); tenants may add their own.
 PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS",
                 "API_KEY", "AWS_ACCESS_KEY_ID", "JWT", "PRIVATE_KEY", "PASSWORD")
+# Found only when named-entity recognition is on (GATEWAY_PII_NER_MODEL).
+NER_ENTITIES = ("PERSON", "LOCATION")
 
 
 class PiiRecognizer(_Strict):
@@ -96,7 +98,7 @@ class PiiPolicy(_Strict):
 
     @model_validator(mode="after")
     def _known_entities(self) -> PiiPolicy:
-        known = {*PII_ENTITIES, *(r.entity for r in self.recognizers)}
+        known = {*PII_ENTITIES, *NER_ENTITIES, *(r.entity for r in self.recognizers)}
         unknown = sorted(set(self.entities or ()) - known)
         if unknown:
             raise ValueError(f"unknown PII entity types {unknown}; known: {sorted(known)}")

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # A line per request from LiteLLM (its access log, and what the gateway's callback admitted).
     # Off by default: the audit log is the per-request record, and each line costs a process wake-up.
     log_requests: bool = False
+    # A spaCy pipeline (installed package name or directory) for names and places in PII detection; unset: off.
+    pii_ner_model: str | None = None
 
     def model_post_init(self, context) -> None:
         if not self.database_url:

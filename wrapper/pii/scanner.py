@@ -1,14 +1,21 @@
-"""Finding personal data in text: one Presidio AnalyzerEngine for the process, no NLP model."""
+"""Finding personal data in text: one Presidio AnalyzerEngine for the process.
+
+No NLP model by default: every built-in type is a pattern. Names and places need
+named-entity recognition, on only when GATEWAY_PII_NER_MODEL names a spaCy
+pipeline that is installed (a package such as en_core_web_sm, or a directory).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
-from presidio_analyzer.nlp_engine import NoOpNlpEngine
+from presidio_analyzer.nlp_engine import NlpEngine, NoOpNlpEngine, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
-from wrapper.gateway_config import PiiRecognizer
+from wrapper.gateway_config import NER_ENTITIES, PiiRecognizer
 from wrapper.pii.recognizers import built_in_recognizers, tenant_recognizers
 
 # Below this, a match is a guess (Presidio's bare 9-digit "SSN" scores 0.05): a number, not data.
@@ -26,11 +33,17 @@ class _NoContextWords(ContextAwareEnhancer):
         return raw_results
 
 
+class PiiSetupError(Exception):
+    """The configured NER pipeline cannot be used; raised at start, never per request."""
+
+
 class PiiScanner:
-    def __init__(self) -> None:
-        nlp_engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
-        nlp_engine.load()
-        registry = RecognizerRegistry(recognizers=built_in_recognizers(), supported_languages=["en"])
+    def __init__(self, ner_model: str | None = None) -> None:
+        nlp_engine = _nlp_engine(ner_model)
+        recognizers = built_in_recognizers()
+        if ner_model:
+            recognizers.append(SpacyRecognizer(supported_entities=list(NER_ENTITIES)))
+        registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
         self.engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"],
                                      default_score_threshold=SCORE_THRESHOLD, context_aware_enhancer=_NoContextWords())
         self.built_in_entities = frozenset(self.engine.get_supported_entities("en"))
@@ -42,6 +55,21 @@ class PiiScanner:
         if wanted is not None and not wanted:
             return []
         return self.engine.analyze(text, language="en", entities=wanted, ad_hoc_recognizers=ad_hoc)
+
+
+def _nlp_engine(ner_model: str | None) -> NlpEngine:
+    if not ner_model:
+        engine: NlpEngine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
+    else:
+        import spacy.util
+
+        # Presidio would download a missing model: the gateway never fetches anything at run time.
+        if not (spacy.util.is_package(ner_model) or Path(ner_model).is_dir()):
+            raise PiiSetupError(f"GATEWAY_PII_NER_MODEL={ner_model!r} is neither an installed spaCy pipeline package "
+                                "nor a pipeline directory; install it (e.g. the en_core_web_sm wheel) or unset the variable")
+        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": ner_model}])
+    engine.load()
+    return engine
 
 
 @lru_cache(maxsize=256)
