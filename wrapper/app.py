@@ -7,6 +7,7 @@ into the module that owns that concern.
 from __future__ import annotations
 
 import asyncio
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -67,6 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await litellm.start()
         await audit_writer.start()
+        # Everything loaded so far (Presidio, spaCy, LiteLLM's client code) lives as long as the process: take
+        # it out of the garbage collector's reach. A full collection walked ~200,000 objects (106 ms, stalling
+        # every request in flight); after the freeze it walks only what requests leave behind.
+        gc.freeze()
         checkpoints = asyncio.create_task(
             checkpoint_periodically(audit_store, signer, settings.audit_checkpoint_seconds))
         yield
