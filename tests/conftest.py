@@ -45,8 +45,11 @@ INITECH_PII = {
     "endpoints": {"notes": "redact", "intake": "block"},
     "recognizers": [{"entity": "EMPLOYEE_ID", "patterns": [r"\bEMP-\d{6}\b"]}],
 }
-# LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick.
-LITELLM_EXTRA = {"stuck": {"timeout": 2}}
+# LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick, and two
+# models have prices, so that costs can be checked against the fake provider's usage.
+LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002},
+                 "paced": {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002}}
+PRICES = {"input": 0.0001, "output": 0.0002}  # per token, as configured for fake-chat and paced above
 
 MASTER_KEY = "sk-test-master-key"
 INTERNAL_SECRET = "test-internal-secret"

@@ -66,6 +66,7 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict]) -> 
     lines += [
         "litellm_settings:",
         '  callbacks: ["custom_callbacks.wrapper_only_guard"]',
+        "  include_cost_in_streaming_usage: true",
         "router_settings:",
         "  num_retries: 0",
         "general_settings:",

@@ -32,6 +32,10 @@ class Outcome:
         if isinstance(usage, dict):
             self.tokens_in = _count(usage.get("prompt_tokens"))
             self.tokens_out = _count(usage.get("completion_tokens"))
+            # LiteLLM adds the cost to a stream's usage (include_cost_in_streaming_usage).
+            cost = usage.get("cost")
+            if isinstance(cost, int | float) and not isinstance(cost, bool):
+                self.cost = float(cost)
 
     def note_headers(self, headers: dict[str, str]) -> None:
         self.tier = headers.get("x-litellm-model-group") or self.tier

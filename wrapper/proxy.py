@@ -44,6 +44,8 @@ def sealed_body(body: dict, ctx: RequestContext, secret: bytes) -> bytes:
     )
     metadata[SEAL_KEY] = seal(secret, metadata)
     upstream = {**body, "metadata": metadata}
+    if body.get("stream"):  # usage (and LiteLLM's cost) arrive in a last chunk only when asked for
+        upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     user = principal.user or body.get("user")
     if user:
         upstream["user"] = user
@@ -57,7 +59,8 @@ async def forward(
     """`restorer` puts pseudonymised values back into the answer (the provider only ever saw placeholders)."""
     upstream_body = sealed_body(body, ctx, secret)
     if body.get("stream"):
-        return await _forward_stream(litellm, path, upstream_body, ctx, restorer)
+        asked_for_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return await _forward_stream(litellm, path, upstream_body, ctx, restorer, asked_for_usage)
     reply = await _unless_client_leaves(litellm.post(path, upstream_body, ctx.request_id), client_gone)
     _note_reply(ctx, reply.body, reply.headers)
     answer = reply.body
@@ -96,7 +99,7 @@ def _note_reply(ctx: RequestContext, content: bytes, headers: dict[str, str]) ->
 
 
 async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: bytes, ctx: RequestContext,
-                          restorer: Restorer | None) -> Response:
+                          restorer: Restorer | None, asked_for_usage: bool) -> Response:
     response, waited = await litellm.open_stream(path, upstream_body, ctx.request_id)
     summary = ctx.outcome.stream = StreamSummary(started_at=ctx.started_at)
     if ctx.tenant is not None and ctx.tenant.audit.content == AuditContent.full:
@@ -110,6 +113,8 @@ async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: byte
         try:
             async for event in split_events(raw_chunks(response)):
                 summary.observe(event)  # before it is sent: the response path reads the summary at [DONE]
+                if not asked_for_usage and _is_usage_only(event):
+                    continue  # the gateway asked for it, for the record; the client did not
                 yield restoring.event(event) if restoring is not None else event
         except GatewayError as exc:
             # The status line is gone already; the client learns of the break in-band.
@@ -120,3 +125,19 @@ async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: byte
 
     headers["x-gateway-overhead-ms"] = ctx.overhead_ms(waited)
     return EventStreamResponse(events(), headers)
+
+
+def _is_usage_only(event: bytes) -> bool:
+    """The last chunk of a stream asked to include usage: usage (and cost), and no choice with anything in it.
+
+    OpenAI sends it with no choices; LiteLLM with one whose delta is empty.
+    """
+    if b'"usage"' not in event:
+        return False
+    try:
+        chunk = orjson.loads(event.split(b"data:", 1)[1])
+    except (IndexError, orjson.JSONDecodeError):
+        return False
+    if not isinstance(chunk, dict) or not chunk.get("usage") or not isinstance(chunk.get("choices"), list):
+        return False
+    return all(isinstance(c, dict) and not c.get("delta") and c.get("finish_reason") is None for c in chunk["choices"])
