@@ -35,7 +35,7 @@ REQUESTS_IN_FLIGHT = (1, 16, 64, 256)
 
 def record(n: int) -> dict:
     return {"tenant": "bench", "request_id": f"r-{n}-{uuid.uuid4().hex[:8]}", "occurred_at": datetime.now(UTC),
-            "status": 200, "model": "fake-chat", "tokens_in": 11, "tokens_out": 7, "cost": "0.000120",
+            "status": 200, "model": "fake-chat", "tokens_in": 11, "tokens_out": 7, "cost": 0.00012,
             "latency_ms": 14.2, "content_sha256": "0" * 64}
 
 

@@ -57,7 +57,7 @@ async def store(request, tmp_path):
 
 def record(tenant: str, n: int, **extra) -> dict:
     return {"tenant": tenant, "request_id": f"{tenant}-{n}", "occurred_at": datetime.now(UTC), "status": 200,
-            "model": "fake-chat", "cost": "0.000120", **extra}
+            "model": "fake-chat", "tokens_in": 11, "tokens_out": 7, "cost": 0.00012, "latency_ms": 14.2, **extra}
 
 
 async def tamper(store: AuditStore, *statements: str, **params) -> None:

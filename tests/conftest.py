@@ -104,6 +104,7 @@ def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
         "acme-auditor": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "audit", "--role", "auditor"),
         "globex-app": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "globex-app"),
         "globex-auditor": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "audit", "--role", "auditor"),
+        "acme-finance": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "finance", "--role", "finance"),
         "admin": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "platform", "--role", "admin"),
     }
 

@@ -60,8 +60,9 @@ async def test_postgres_refuses_truncate(pg_url):
         (["UPDATE audit_events SET seq = -2 WHERE seq = 2", "UPDATE audit_events SET seq = 2 WHERE seq = 4",
           "UPDATE audit_events SET seq = 4 WHERE seq = -2"], 2, "prev_hash"),
         (["UPDATE audit_events SET request_id = 'other' WHERE seq = 4"], 4, "request_id"),
+        (["UPDATE audit_events SET cost = 0 WHERE seq = 3"], 3, "cost"),  # the cost ledger is checked too
     ],
-    ids=["changed-field", "deleted-row", "deleted-tail", "swapped-rows", "changed-column"],
+    ids=["changed-field", "deleted-row", "deleted-tail", "swapped-rows", "changed-column", "changed-cost"],
 )
 async def test_tampering_is_detected_at_the_first_bad_seq(store, statements, bad_seq, reason):
     await store.append([record("acme", n) for n in range(1, 6)])
@@ -73,12 +74,13 @@ async def test_tampering_is_detected_at_the_first_bad_seq(store, statements, bad
 
 async def test_recomputed_hashes_do_not_hide_a_change_from_the_next_link(store):
     # A careful forger rewrites record 2 and its row_hash; record 3 still points at the old hash.
-    await store.append([record("acme", n) for n in range(1, 4)])
+    await store.append([record("acme", n, note="original") for n in range(1, 4)])
     from wrapper.audit.chain import row_hash
 
     async with store.engine.connect() as conn:
         row = (await conn.execute(text("SELECT prev_hash, record FROM audit_events WHERE tenant='acme' AND seq=2"))).one()
-    forged = row.record.replace('"cost":"0.000120"', '"cost":"0.000001"')  # a field with no query column
+    forged = row.record.replace('"note":"original"', '"note":"forged"')  # a field with no query column
+    assert forged != row.record
     digest = row_hash("acme", 2, row.prev_hash, forged)
     await tamper(store, "UPDATE audit_events SET record = :forged, row_hash = :digest WHERE tenant='acme' AND seq = 2",
                  forged=forged, digest=digest)
@@ -125,7 +127,8 @@ async def rewrite_consistently(store: AuditStore, tenant: str, from_seq: int) ->
     for row in rows:
         record = row.record
         if row.seq == from_seq:
-            record = record.replace('"cost":"0.000120"', '"cost":"0.000001"')
+            record = record.replace('"latency_ms":14.2', '"latency_ms":1.0')  # a field with no query column
+            assert record != row.record
         digest = row_hash(tenant, row.seq, prev, record)
         statements.append(f"UPDATE audit_events SET record = :r{row.seq}, prev_hash = :p{row.seq}, row_hash = :h{row.seq} "
                           f"WHERE tenant = '{tenant}' AND seq = {row.seq}")

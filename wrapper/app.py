@@ -23,6 +23,7 @@ from wrapper.audit.writer import AuditWriter
 from wrapper.auth import authenticate
 from wrapper.auth.oidc import JwksCache
 from wrapper.context import RequestContext
+from wrapper.costs import costs_router
 from wrapper.errors import GatewayError, install_error_handlers
 from wrapper.gateway_config import ConfigStore, Role
 from wrapper.log_context import tenant_var
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(models_for_tenant(content, ctx.tenant), media_type="application/json")
 
     app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
+    app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from wrapper.audit.export import check_window, export_lines
-from wrapper.audit.query import MAX_LIMIT, EventFilter, events_for_request, list_events, parse_time
+from wrapper.audit.query import MAX_LIMIT, EventFilter, events_for_request, list_events, time_param
 from wrapper.audit.signing import Signer
 from wrapper.audit.store import AuditStore
-from wrapper.auth.principal import forbidden
+from wrapper.auth.principal import readable_tenants
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError, bad_request
 from wrapper.gateway_config import Role
@@ -38,8 +38,8 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
             raise bad_request(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
         status = _integer(query["status"], "status") if "status" in query else None
         flt = EventFilter(
-            tenants=_readable(ctx, query.get("tenant")),
-            since=_time(query.get("since"), "since"), until=_time(query.get("until"), "until"),
+            tenants=readable_tenants(ctx.principal, query.get("tenant")),
+            since=time_param(query.get("since"), "since"), until=time_param(query.get("until"), "until"),
             user=query.get("user"), endpoint=query.get("endpoint"), model=query.get("model"),
             status=status, request_id=query.get("request_id"),
         )
@@ -52,7 +52,7 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     @router.get("/events/{request_id}")
     async def event(request: Request, request_id: str) -> Response:
         ctx = await admit(request, Role.auditor)
-        found = await events_for_request(engine, request_id, _readable(ctx, None))
+        found = await events_for_request(engine, request_id, readable_tenants(ctx.principal, None))
         if not found:
             raise GatewayError(404, f"No audit record of request '{request_id}' is visible to this credential.",
                                code="audit_record_not_found")
@@ -61,7 +61,7 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     @router.get("/verify")
     async def verify(request: Request) -> Response:
         ctx = await admit(request, Role.auditor)
-        scope = _readable(ctx, request.query_params.get("tenant"))
+        scope = readable_tenants(ctx.principal, request.query_params.get("tenant"))
         tenants = scope if scope is not None else await store.tenants()
         verdicts = [await store.verify(tenant, {signer.key_id: signer.public_key}) for tenant in tenants]
         return _json({
@@ -77,9 +77,9 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
         tenant = query.get("tenant") or (None if Role.admin in ctx.principal.roles else ctx.principal.tenant)
         if tenant is None:
             raise bad_request("An export is of one tenant: pass ?tenant=.", param="tenant")
-        _readable(ctx, tenant)
+        readable_tenants(ctx.principal, tenant)
         try:
-            since, until = check_window(_time(query.get("since"), "since"), _time(query.get("until"), "until"))
+            since, until = check_window(time_param(query.get("since"), "since"), time_param(query.get("until"), "until"))
         except ValueError as exc:
             raise bad_request(str(exc), param="since") from None
         filename = f"audit-{tenant}.ndjson"
@@ -87,25 +87,6 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
                                  headers={"content-disposition": f'attachment; filename="{filename}"'})
 
     return router
-
-
-def _readable(ctx: RequestContext, requested: str | None) -> list[str] | None:
-    """The tenants this caller may read (None: all), narrowed to the requested one."""
-    principal = ctx.principal
-    if Role.admin in principal.roles:
-        return [requested] if requested else None
-    if requested and requested != principal.tenant:
-        raise forbidden("An auditor reads the audit log of its own tenant only.", "tenant_not_allowed")
-    return [principal.tenant]
-
-
-def _time(value: str | None, name: str):
-    if value is None:
-        return None
-    try:
-        return parse_time(value, name)
-    except ValueError as exc:
-        raise bad_request(str(exc), param=name) from None
 
 
 def _integer(value: str, name: str) -> int:

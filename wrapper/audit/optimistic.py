@@ -31,14 +31,17 @@ WITH head AS (
     RETURNING 1
 )
 INSERT INTO audit_events (tenant, seq, request_id, occurred_at, record, prev_hash, row_hash,
-                          user_id, endpoint, model, status)
+                          user_id, endpoint, model, status,
+                          model_served, tier, tokens_in, tokens_out, cost, cache_hit)
 SELECT $1, r.* FROM unnest(
     $6::bigint[], $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
-    $12::text[], $13::text[], $14::text[], $15::integer[]
+    $12::text[], $13::text[], $14::text[], $15::integer[],
+    $16::text[], $17::text[], $18::integer[], $19::integer[], $20::float8[], $21::boolean[]
 ) AS r
 WHERE EXISTS (SELECT 1 FROM head)
 """
-_COLUMNS = ("seq", "request_id", "occurred_at", "record", "prev_hash", "row_hash", "user_id", "endpoint", "model", "status")
+_COLUMNS = ("seq", "request_id", "occurred_at", "record", "prev_hash", "row_hash", "user_id", "endpoint", "model", "status",
+            "model_served", "tier", "tokens_in", "tokens_out", "cost", "cache_hit")
 
 
 class OptimisticAppender:

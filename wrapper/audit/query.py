@@ -111,6 +111,18 @@ def parse_time(text: str, name: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def time_param(value: str | None, name: str) -> datetime | None:
+    """An optional time query parameter; a bad one is the client's 400."""
+    from wrapper.errors import bad_request
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value, name)
+    except ValueError as exc:
+        raise bad_request(str(exc), param=name) from None
+
+
 def encode_cursor(tenant: str, seq: int) -> str:
     raw = json.dumps([tenant, seq], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

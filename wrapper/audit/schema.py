@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -22,6 +22,13 @@ audit_events = Table(
     Column("endpoint", String(64)),
     Column("model", String(256)),
     Column("status", Integer),
+    # The cost ledger (migration 0004), summed by the cost API; also copies that verify checks.
+    Column("model_served", String(256)),
+    Column("tier", String(256)),
+    Column("tokens_in", Integer),
+    Column("tokens_out", Integer),
+    Column("cost", Float),
+    Column("cache_hit", Boolean),
 )
 Index("ix_audit_events_request_id", audit_events.c.request_id)
 Index("ix_audit_events_tenant_time", audit_events.c.tenant, audit_events.c.occurred_at)

@@ -27,7 +27,22 @@ from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
 
 
 # Query columns kept beside the hashed record: column name -> record field.
-QUERY_COLUMNS = {"user_id": "user", "endpoint": "endpoint", "model": "model", "status": "status"}
+QUERY_COLUMNS = {"user_id": "user", "endpoint": "endpoint", "model": "model", "status": "status",
+                 "model_served": "model_served", "tier": "tier", "tokens_in": "tokens_in", "tokens_out": "tokens_out",
+                 "cost": "cost", "cache_hit": "cache_hit"}
+# What each column may hold; a record field of another type is not copied (the column stays NULL).
+_COLUMN_TYPES = {"user_id": str, "endpoint": str, "model": str, "status": int, "model_served": str, "tier": str,
+                 "tokens_in": int, "tokens_out": int, "cost": float, "cache_hit": bool}
+
+
+def column_value(column: str, value: object) -> object:
+    """The copy of a record field kept in a query column (the same rule on write and on verify)."""
+    kind = _COLUMN_TYPES[column]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        return None
+    return value if isinstance(value, kind) else None
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,7 @@ def chain_rows(tenant: str, head_seq: int, head_hash: str, records: list[dict]) 
         digest = row_hash(tenant, seq, prev, text)
         rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
                      "occurred_at": record["occurred_at"], "record": text, "prev_hash": prev, "row_hash": digest,
-                     **{column: record.get(field) for column, field in QUERY_COLUMNS.items()}})
+                     **{column: column_value(column, record.get(field)) for column, field in QUERY_COLUMNS.items()}})
         prev = digest
     return rows
 
@@ -212,7 +227,7 @@ def _column_mismatch(row) -> str | None:
     if record.get("request_id") != row.request_id:
         return "request_id"
     for column, field in QUERY_COLUMNS.items():
-        if record.get(field) != getattr(row, column):
+        if column_value(column, record.get(field)) != getattr(row, column):
             return column
     occurred = datetime.fromisoformat(record["occurred_at"])
     if occurred != (row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=occurred.tzinfo)):

@@ -43,6 +43,18 @@ class Principal:
             raise forbidden(f"This credential may not do that (needs role '{role}').", "role_not_allowed")
 
 
+def readable_tenants(principal: Principal, requested: str | None) -> list[str] | None:
+    """The tenants whose records (audit, costs) this caller may read, None meaning all, narrowed to `requested`.
+
+    An admin reads every tenant; an auditor or finance credential its own only.
+    """
+    if Role.admin in principal.roles:
+        return [requested] if requested else None
+    if requested and requested != principal.tenant:
+        raise forbidden("This credential reads its own tenant's records only.", "tenant_not_allowed")
+    return [principal.tenant]
+
+
 async def authenticate(headers, config: GatewayConfig, jwks: JwksCache) -> Principal:
     credential = _bearer(headers.get("authorization")) or headers.get("x-api-key")
     if not credential:
