@@ -28,6 +28,7 @@ from wrapper.errors import GatewayError, install_error_handlers
 from wrapper.gateway_config import ConfigStore, Role
 from wrapper.log_context import tenant_var
 from wrapper.logs import configure_logging
+from wrapper.metrics import GatewayMetrics
 from wrapper.pii import PiiScanner, protect
 from wrapper.proxy import forward
 from wrapper.request_body import parse_chat_request, parse_embeddings_request
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
     signer = gateway_signer(settings)
     pii_scanner = PiiScanner(settings.pii_ner_model)  # recognizers built once, at start
+    metrics = GatewayMetrics(settings.metrics_users)
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""
@@ -84,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.add_middleware(AuditMiddleware, writer=audit_writer)  # 8. every request's record, whatever its fate
+    # 8. every request's record, whatever its fate, and the metrics counted from it
+    app.add_middleware(AuditMiddleware, writer=audit_writer, observers=(metrics.observe,))
     app.add_middleware(RequestIdMiddleware)
 
     async def model_call(request: Request, path: str, parse_body) -> Response:
@@ -117,6 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
     app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        return metrics.scrape(request, settings.metrics_token)
 
     @app.get("/healthz")
     async def healthz() -> dict:

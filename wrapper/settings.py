@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     log_requests: bool = False
     # A spaCy pipeline (installed package name or directory) for names and places in PII detection; unset: off.
     pii_ner_model: str | None = None
+    metrics_token: str | None = None  # bearer for GET /metrics; unset: loopback clients only
+    metrics_users: int = Field(0, ge=0)  # label up to this many distinct users in per-user metrics (0: none)
 
     def model_post_init(self, context) -> None:
         if not self.database_url:

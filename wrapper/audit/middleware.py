@@ -13,7 +13,9 @@ its end).
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -22,6 +24,8 @@ from wrapper.audit.writer import AuditUnavailable, AuditWriter
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError, error_in
 from wrapper.proxy import CLIENT_CLOSED
+
+logger = logging.getLogger("wrapper.audit")
 
 CONTEXT_KEY = "gateway.ctx"
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes, not requests
@@ -34,9 +38,10 @@ def request_context(scope) -> RequestContext:
 
 
 class AuditMiddleware:
-    def __init__(self, app, writer: AuditWriter) -> None:
+    def __init__(self, app, writer: AuditWriter, observers: tuple[Callable[[dict], None], ...] = ()) -> None:
         self.app = app
         self.writer = writer
+        self.observers = observers  # see every record once it is built (metrics)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
@@ -45,7 +50,7 @@ class AuditMiddleware:
         client = scope.get("client")
         ctx = scope[CONTEXT_KEY] = RequestContext(scope["request_id"], scope["started_at"],
                                                   client_addr=client[0] if client else None)
-        exchange = _Exchange(ctx, Delivery(scope["method"], scope["path"]), self.writer, send)
+        exchange = _Exchange(ctx, Delivery(scope["method"], scope["path"]), self.writer, send, self.observers)
         try:
             await self.app(scope, receive, exchange.send)
         except BaseException:
@@ -61,8 +66,8 @@ class AuditMiddleware:
 class _Exchange:
     """One response on its way out: hashed as it passes, held until its record is committed."""
 
-    def __init__(self, ctx: RequestContext, delivery: Delivery, writer: AuditWriter, send) -> None:
-        self.ctx, self.delivery, self.writer, self._send = ctx, delivery, writer, send
+    def __init__(self, ctx: RequestContext, delivery: Delivery, writer: AuditWriter, send, observers) -> None:
+        self.ctx, self.delivery, self.writer, self._send, self.observers = ctx, delivery, writer, send, observers
         self._digest = hashlib.sha256()
         self._start: dict | None = None  # held until the answer is committed, or until it starts to flow
         self.recorded = False
@@ -127,8 +132,14 @@ class _Exchange:
         if delivery.status >= 400 and not delivery.streamed:
             delivery.error = error_in(delivery.response_body)
         tenant = self.ctx.tenant
+        record = build_record(self.ctx, delivery)
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception:  # a metrics bug must never cost a request its answer or its record
+                logger.exception("an observer of audit records failed")
         try:
-            await self.writer.commit(build_record(self.ctx, delivery), fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))
+            await self.writer.commit(record, fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))
         except AuditUnavailable:
             return not answering
         return True
