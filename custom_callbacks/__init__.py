@@ -16,7 +16,14 @@ def _wrapper_only_guard():
     return WrapperOnlyGuard()
 
 
-_INSTANCES = {"wrapper_only_guard": _wrapper_only_guard}
+@cache
+def _langfuse_traces():
+    from custom_callbacks.langfuse_traces import LangfuseTraces
+
+    return LangfuseTraces()
+
+
+_INSTANCES = {"wrapper_only_guard": _wrapper_only_guard, "langfuse_traces": _langfuse_traces}
 
 
 def __getattr__(name: str):

@@ -139,13 +139,41 @@ def stack_database() -> str:
     as_superuser(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@dataclass
+class LangfuseStub:
+    url: str
+
+    def spans(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_stub/spans").json()["spans"]
+
+    def exports(self) -> int:
+        """How many export requests arrived (a hanging one included)."""
+        return httpx.get(f"{self.url}/_stub/spans").json()["requests"]
+
+    def set_mode(self, mode: str) -> None:
+        httpx.post(f"{self.url}/_stub/mode", content=mode)
+
+
 @pytest.fixture(scope="session")
-def stack(fake_provider, idp, stack_database, tmp_path_factory) -> Stack:
+def langfuse(tmp_path_factory) -> LangfuseStub:
+    """Where the stack's LiteLLM sends its Langfuse traces (tests/otlp_stub.py)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("langfuse") / "langfuse.log"
+    process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(port)], log)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(f"{url}/_stub/spans", 20, process, log)
+    yield LangfuseStub(url)
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Stack:
     workdir = tmp_path_factory.mktemp("stack")
     gateway_config = workdir / "gateway.yaml"
     keys = write_gateway_config(gateway_config, idp)
     models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
-    config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models)
+    config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models,
+                                  extra_callbacks=("custom_callbacks.langfuse_traces",))
     port, litellm_port = free_port(), free_port()
     log = workdir / "gateway.log"
     process = start(
@@ -159,6 +187,8 @@ def stack(fake_provider, idp, stack_database, tmp_path_factory) -> Stack:
             "GATEWAY_DATABASE_URL": stack_database,
             "GATEWAY_VAR_DIR": str(workdir / "var"),
             "GATEWAY_LOG_REQUESTS": "true",  # tests read what LiteLLM's callback admitted from its log line
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
+            "LANGFUSE_BASE_URL": langfuse.url, "LANGFUSE_FLUSH_INTERVAL": "0.2", "LANGFUSE_TIMEOUT": "2",
         },
     )
     url = f"http://127.0.0.1:{port}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import socket
@@ -56,7 +58,8 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> int:
     return process.returncode
 
 
-def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict]) -> Path:
+def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
+                         extra_callbacks: tuple[str, ...] = ()) -> Path:
     """A LiteLLM config whose models are answered by the fake provider, guarded like production."""
     lines = ["model_list:"]
     for name, extra in models.items():
@@ -65,7 +68,7 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict]) -> 
         lines.append(f"    litellm_params: {_flow(params)}")
     lines += [
         "litellm_settings:",
-        '  callbacks: ["custom_callbacks.wrapper_only_guard"]',
+        "  callbacks: " + json.dumps(["custom_callbacks.wrapper_only_guard", *extra_callbacks]).replace(",", ", "),
         "  include_cost_in_streaming_usage: true",
         "router_settings:",
         "  num_retries: 0",

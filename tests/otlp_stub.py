@@ -1,0 +1,75 @@
+"""A local stand-in for Langfuse's OTLP endpoint: records the spans it receives, can be told to hang.
+
+Run: python -m tests.otlp_stub --port 9200
+POST /api/public/otel/v1/traces  (protobuf, maybe gzip)  -> 200, spans kept
+GET  /_stub/spans   -> every span received so far, attributes decoded
+POST /_stub/mode    -> body "ok" or "hang" (never answer, until the client gives up)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+
+import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+def _value(any_value):
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in any_value.array_value.values]
+    return getattr(any_value, kind) if kind else None
+
+
+class OtlpStub:
+    def __init__(self) -> None:
+        self.spans: list[dict] = []
+        self.mode = "ok"
+        self.requests = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path, method = scope["path"], scope["method"]
+        if path == "/_stub/spans":
+            return await _reply(send, 200, json.dumps({"spans": self.spans, "requests": self.requests}).encode())
+        if path == "/_stub/mode" and method == "POST":
+            self.mode = body.decode().strip()
+            return await _reply(send, 200, b"{}")
+        if path.endswith("/v1/traces") and method == "POST":
+            self.requests += 1
+            if self.mode == "hang":
+                await asyncio.sleep(3600)
+            headers = dict(scope["headers"])
+            if headers.get(b"content-encoding") == b"gzip":
+                body = gzip.decompress(body)
+            export = ExportTraceServiceRequest()
+            export.ParseFromString(body)
+            for resource_spans in export.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self.spans.append({"name": span.name, "trace_id": span.trace_id.hex(),
+                                           "attributes": {a.key: _value(a.value) for a in span.attributes},
+                                           "authorization": headers.get(b"authorization", b"").decode()})
+            return await _reply(send, 200, b"{}")
+        await _reply(send, 404, b"{}")
+
+
+async def _reply(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    uvicorn.run(OtlpStub(), host="127.0.0.1", port=parser.parse_args().port, log_level="warning")
