@@ -57,7 +57,8 @@ class OtlpStub:
             for resource_spans in export.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        self.spans.append({"name": span.name, "trace_id": span.trace_id.hex(),
+                        self.spans.append({"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+                                           "parent_span_id": span.parent_span_id.hex(),
                                            "attributes": {a.key: _value(a.value) for a in span.attributes},
                                            "authorization": headers.get(b"authorization", b"").decode()})
             return await _reply(send, 200, b"{}")

@@ -81,3 +81,21 @@ def test_per_user_series_are_bounded():
     values = {s.labels["user"]: s.value for f in metrics.registry.collect() if f.name == "gateway_user_requests"
               for s in f.samples if s.name.endswith("_total")}
     assert values == {"ann": 2, "bob": 1, OTHER_USERS: 2}
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_wrapper_exports(stack):
+    """helm/dashboards/llm-gateway.json: every series its queries name exists in a real scrape."""
+    import json
+    import re
+    from pathlib import Path
+
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers=stack.auth, timeout=30,  # a TTFT sample
+                      json={"model": "paced", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as r:
+        assert r.status_code == 200 and list(r.iter_lines())
+    dashboard = json.loads((Path(__file__).parent.parent / "helm" / "dashboards" / "llm-gateway.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    named = {name for expr in exprs for name in re.findall(r"\b(gateway_[a-z_]+)\b", expr)}
+    scraped = {name for name, _ in scrape(stack)}
+    assert named and named <= scraped, named - scraped
+    assert {"gateway_cost_usd_total", "gateway_request_duration_seconds_bucket",
+            "gateway_time_to_first_token_seconds_bucket"} <= named  # spend, latency and TTFT are all there

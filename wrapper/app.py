@@ -36,12 +36,14 @@ from wrapper.request_id import RequestIdMiddleware
 from wrapper.routing import check_model_allowed, models_for_tenant
 from wrapper.settings import Settings, get_settings
 from wrapper.streaming import wait_for_disconnect
+from wrapper.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.upstream import LiteLLMClient
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging()
+    configure_tracing()
     if not settings.internal_secret:
         raise RuntimeError(
             "GATEWAY_INTERNAL_SECRET is not set: LiteLLM would refuse every request. "
@@ -88,14 +90,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # 8. every request's record, whatever its fate, and the metrics counted from it
     app.add_middleware(AuditMiddleware, writer=audit_writer, observers=(metrics.observe,))
+    app.add_middleware(TracingMiddleware)  # a span per request, continuing the client's traceparent
     app.add_middleware(RequestIdMiddleware)
 
     async def model_call(request: Request, path: str, parse_body) -> Response:
         """The request flow of every model call, in order."""
-        ctx = await admit_caller(request, Role.app)  # 1. authenticate
+        with step("authenticate"):
+            ctx = await admit_caller(request, Role.app)  # 1. authenticate
         ctx.body = body = parse_body(await read_body(request, settings.max_body_bytes))
         # 2. limits and budget, 3. input guardrails: later issues slot in here.
-        restorer = await protect(ctx, body, pii_scanner)  # 4. PII: redact or pseudonymize in place, or block
+        with step("pii"):
+            restorer = await protect(ctx, body, pii_scanner)  # 4. PII: redact or pseudonymize in place, or block
         check_model_allowed(ctx.tenant, body["model"])  # 5. route: the tenant's allow-list
         # 6. cache layers slot in here.
         # 7-8. LiteLLM, and the response path (the audit middleware commits the record before the answer ends)

@@ -8,6 +8,7 @@ import sys
 import orjson
 
 from wrapper.log_context import request_id_var, tenant_var
+from wrapper.tracing import current_trace_id
 
 _configured = False
 
@@ -24,6 +25,9 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value is not None:
                 entry[key] = value
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
         if record.exc_info:
             # The type only: tracebacks can carry request content, and clients never see them anyway.
             kind, _, tb = record.exc_info

@@ -18,6 +18,7 @@ from wrapper.errors import GatewayError
 from wrapper.gateway_config import AuditContent
 from wrapper.pii import Restorer
 from wrapper.streaming import EventStreamResponse, StreamSummary, split_events
+from wrapper.tracing import step
 from wrapper.upstream import LiteLLMClient, passed_headers, raw_chunks
 
 # nginx's convention for "the client closed the connection before the answer": recorded, never seen.
@@ -61,7 +62,8 @@ async def forward(
     if body.get("stream"):
         asked_for_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await _forward_stream(litellm, path, upstream_body, ctx, restorer, asked_for_usage)
-    reply = await _unless_client_leaves(litellm.post(path, upstream_body, ctx.request_id), client_gone)
+    with step("litellm"):
+        reply = await _unless_client_leaves(litellm.post(path, upstream_body, ctx.request_id), client_gone)
     _note_reply(ctx, reply.body, reply.headers)
     answer = reply.body
     if restorer is not None and reply.status == 200:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from wrapper.errors import GatewayError, error_in
+from wrapper.tracing import with_trace_context
 
 # Headers of LiteLLM's answer worth passing to the client; the rest (provider URLs,
 # key spend, internal ids) stays inside.
@@ -64,7 +65,7 @@ class LiteLLMClient:
     async def post(self, path: str, body: bytes, request_id: str) -> UpstreamReply:
         started = time.perf_counter()
         try:
-            async with self._session.post(path, data=body, headers={"x-request-id": request_id}) as response:
+            async with self._session.post(path, data=body, headers=_headers(request_id)) as response:
                 content = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc) from None
@@ -77,7 +78,7 @@ class LiteLLMClient:
         """Send a streaming request; return the open response once LiteLLM has answered with 200."""
         started = time.perf_counter()
         try:
-            response = await self._session.post(path, data=body, headers={"x-request-id": request_id})
+            response = await self._session.post(path, data=body, headers=_headers(request_id))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc) from None
         if response.status >= 400:
@@ -112,6 +113,10 @@ async def raw_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
             response.release()
         else:
             response.close()
+
+
+def _headers(request_id: str) -> dict[str, str]:
+    return with_trace_context({"x-request-id": request_id})  # LiteLLM continues the request's trace
 
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -24,6 +24,7 @@ from wrapper.audit.writer import AuditUnavailable, AuditWriter
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError, error_in
 from wrapper.proxy import CLIENT_CLOSED
+from wrapper.tracing import step
 
 logger = logging.getLogger("wrapper.audit")
 
@@ -139,7 +140,8 @@ class _Exchange:
             except Exception:  # a metrics bug must never cost a request its answer or its record
                 logger.exception("an observer of audit records failed")
         try:
-            await self.writer.commit(record, fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))
+            with step("audit.commit"):
+                await self.writer.commit(record, fail_open=bool(tenant and tenant.audit.on_store_failure == "open"))
         except AuditUnavailable:
             return not answering
         return True
