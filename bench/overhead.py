@@ -13,6 +13,8 @@ logging in background tasks, so each one is followed by a few quiet seconds.
 The wrapper runs as in production, with its audit log on PostgreSQL: every
 request's record is committed before its answer ends, so each wrapper request
 per second is also an audit record per second (checked against the database).
+Metrics, stream costs, Langfuse traces (from LiteLLM) and OpenTelemetry spans
+(from the wrapper) are on, exported to a local OTLP stand-in.
 Prints a markdown table and writes it to bench/results/overhead.md.
 """
 
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import httpx
 import asyncpg
 import orjson
 
@@ -221,6 +224,11 @@ async def _admin(statement: str, database: str | None = None):
         await connection.close()
 
 
+def observability(otlp_url: str) -> dict[str, str]:
+    return {"LANGFUSE_PUBLIC_KEY": "pk-lf-bench", "LANGFUSE_SECRET_KEY": "sk-lf-bench", "LANGFUSE_BASE_URL": otlp_url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url}
+
+
 def main() -> None:
     workdir = ROOT / "var" / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -237,9 +245,17 @@ def main() -> None:
         fake_url = f"http://127.0.0.1:{fake_port}"
         wait_until(f"{fake_url}/_fake/log", 20, fake, workdir / "fake.log")
 
-        guarded = write_litellm_config(workdir / "litellm_full.yaml", fake_url, {m: {} for m in MODELS})
+        # Observability on, as in production: Langfuse traces from LiteLLM and the wrapper's OpenTelemetry
+        # spans, both exported to a local OTLP stand-in; metrics and stream costs are always on.
+        otlp_port = free_port()
+        processes.append(start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(otlp_port), "--count-only"], workdir / "otlp.log"))
+        otlp_url = f"http://127.0.0.1:{otlp_port}"
+        wait_until(f"{otlp_url}/_stub/spans", 20)
+        guarded = write_litellm_config(workdir / "litellm_full.yaml", fake_url, {m: {} for m in MODELS},
+                                       extra_callbacks=("custom_callbacks.langfuse_traces",))
         bare_config = workdir / "litellm_bare.yaml"
-        bare_config.write_text(guarded.read_text().replace('  callbacks: ["custom_callbacks.wrapper_only_guard"]\n', ""))
+        bare_config.write_text("".join(line for line in guarded.read_text().splitlines(keepends=True)
+                                       if not line.startswith("  callbacks:")))
 
         bare_port = free_port()
         env = {**LITELLM_OFFLINE_ENV, "LITELLM_MASTER_KEY": MASTER_KEY}
@@ -256,7 +272,8 @@ def main() -> None:
         full = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)], workdir / "full.log",
                      {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(stack_litellm_port),
                       "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
-                      "GATEWAY_DATABASE_URL": database_url["full"], "GATEWAY_VAR_DIR": str(workdir / "var")})
+                      "GATEWAY_DATABASE_URL": database_url["full"], "GATEWAY_VAR_DIR": str(workdir / "var"),
+                      **observability(otlp_url)})
         processes.append(full)
         wait_until(f"http://127.0.0.1:{bare_port}/health/liveliness", 120, bare, workdir / "bare.log")
         wait_until(f"http://127.0.0.1:{port}/readyz", 120, full, workdir / "full.log")
@@ -265,7 +282,7 @@ def main() -> None:
         alone_port = free_port()
         alone_env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
                      "GATEWAY_CONFIG": str(gateway_config), "GATEWAY_DATABASE_URL": database_url["alone"],
-                     "GATEWAY_VAR_DIR": str(workdir / "var")}
+                     "GATEWAY_VAR_DIR": str(workdir / "var"), **observability(otlp_url)}
         gateway_cli(gateway_config, "db", "upgrade", env=alone_env)
         alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(alone_port),
                        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
@@ -287,6 +304,8 @@ def main() -> None:
             url = f"{targets[name][0]}/v1/chat/completions"
             recorded = asyncio.run(_admin("SELECT count(*) FROM audit_events WHERE tenant = 'bench'", database))
             audit[name] = (SENT.get(url, 0), recorded)
+        time.sleep(2)  # the exporters' last batches
+        spans = httpx.get(f"{otlp_url}/_stub/spans", timeout=10).json()["counted"]
     finally:
         for process in reversed(processes):
             stop(process)
@@ -299,7 +318,7 @@ def main() -> None:
         f"then {ROUNDS} rounds of {THROUGHPUT_SECONDS:.0f} s at concurrency 16 (then {COOL_DOWN_SECONDS:.0f} s of quiet) and "
         f"{TTFT_REQUESTS} streams (5 chunks) for TTFT, medians kept. Load generator: aiohttp in one process on the same machine.\n\n"
     )
-    report = header + table(results, audit) + "\n"
+    report = header + table(results, audit) + f"\n\nOpenTelemetry spans received by the OTLP stand-in (Langfuse traces and the wrapper's spans): {spans:,}.\n"
     print("\n" + report)
     (ROOT / "bench" / "results" / "overhead.md").write_text(report)
 

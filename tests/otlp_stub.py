@@ -2,7 +2,7 @@
 
 Run: python -m tests.otlp_stub --port 9200
 POST /api/public/otel/v1/traces  (protobuf, maybe gzip)  -> 200, spans kept
-GET  /_stub/spans   -> every span received so far, attributes decoded
+GET  /_stub/spans   -> every span received so far, attributes decoded (with --count-only: only how many)
 POST /_stub/mode    -> body "ok" or "hang" (never answer, until the client gives up)
 """
 
@@ -25,7 +25,9 @@ def _value(any_value):
 
 
 class OtlpStub:
-    def __init__(self) -> None:
+    def __init__(self, count_only: bool = False) -> None:
+        self.count_only = count_only  # benchmarks: count spans, keep none
+        self.counted = 0
         self.spans: list[dict] = []
         self.mode = "ok"
         self.requests = 0
@@ -41,7 +43,8 @@ class OtlpStub:
                 break
         path, method = scope["path"], scope["method"]
         if path == "/_stub/spans":
-            return await _reply(send, 200, json.dumps({"spans": self.spans, "requests": self.requests}).encode())
+            return await _reply(send, 200, json.dumps({"spans": self.spans, "requests": self.requests,
+                                                       "counted": self.counted}).encode())
         if path == "/_stub/mode" and method == "POST":
             self.mode = body.decode().strip()
             return await _reply(send, 200, b"{}")
@@ -56,6 +59,9 @@ class OtlpStub:
             export.ParseFromString(body)
             for resource_spans in export.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
+                    self.counted += len(scope_spans.spans)
+                    if self.count_only:
+                        continue
                     for span in scope_spans.spans:
                         self.spans.append({"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
                                            "parent_span_id": span.parent_span_id.hex(),
@@ -73,4 +79,6 @@ async def _reply(send, status: int, body: bytes) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    uvicorn.run(OtlpStub(), host="127.0.0.1", port=parser.parse_args().port, log_level="warning")
+    parser.add_argument("--count-only", action="store_true")
+    arguments = parser.parse_args()
+    uvicorn.run(OtlpStub(arguments.count_only), host="127.0.0.1", port=arguments.port, log_level="warning")
