@@ -48,6 +48,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))  # throughput and TTFT
 LATENCY_ROUNDS = int(os.environ.get("BENCH_LATENCY_ROUNDS", 15))
 LATENCY_BLOCK = int(os.environ.get("BENCH_LATENCY_BLOCK", 100))
 LATENCY_WARMUP = 20
+OUTAGE_ROUNDS = int(os.environ.get("BENCH_OUTAGE_ROUNDS", 6))
 COOL_DOWN_SECONDS = float(os.environ.get("BENCH_COOL_DOWN_SECONDS", 3))
 THROUGHPUT_SECONDS = float(os.environ.get("BENCH_THROUGHPUT_SECONDS", 5))
 TTFT_REQUESTS = int(os.environ.get("BENCH_TTFT_REQUESTS", 100))
@@ -224,6 +225,19 @@ async def _admin(statement: str, database: str | None = None):
         await connection.close()
 
 
+async def with_langfuse_hanging(url: str, headers: dict, otlp_url: str) -> tuple[float, float]:
+    """Full-stack p50 at c=1 with Langfuse answering, and hanging (its exports never return): alternating blocks."""
+    up, hanging = [], []
+    async with aiohttp.ClientSession() as session, httpx.AsyncClient() as control:
+        for _ in range(OUTAGE_ROUNDS):
+            for mode, samples in (("ok", up), ("hang", hanging)):
+                await control.post(f"{otlp_url}/_stub/mode", content=mode)
+                block, _ = await latency_block(session, url, headers, False)
+                samples.append(statistics.median(block))
+        await control.post(f"{otlp_url}/_stub/mode", content="ok")
+    return statistics.median(up), statistics.median(hanging)
+
+
 def observability(otlp_url: str) -> dict[str, str]:
     return {"LANGFUSE_PUBLIC_KEY": "pk-lf-bench", "LANGFUSE_SECRET_KEY": "sk-lf-bench", "LANGFUSE_BASE_URL": otlp_url,
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url}
@@ -299,6 +313,7 @@ def main() -> None:
             "full stack": (f"http://127.0.0.1:{port}", wrapper_headers, False),
         }
         results = asyncio.run(measure(targets))
+        outage = asyncio.run(with_langfuse_hanging(f"{targets['full stack'][0]}/v1/chat/completions", wrapper_headers, otlp_url))
         audit = {}
         for name, database in (("wrapper -> fake provider", databases["alone"]), ("full stack", databases["full"])):
             url = f"{targets[name][0]}/v1/chat/completions"
@@ -318,7 +333,11 @@ def main() -> None:
         f"then {ROUNDS} rounds of {THROUGHPUT_SECONDS:.0f} s at concurrency 16 (then {COOL_DOWN_SECONDS:.0f} s of quiet) and "
         f"{TTFT_REQUESTS} streams (5 chunks) for TTFT, medians kept. Load generator: aiohttp in one process on the same machine.\n\n"
     )
-    report = header + table(results, audit) + f"\n\nOpenTelemetry spans received by the OTLP stand-in (Langfuse traces and the wrapper's spans): {spans:,}.\n"
+    report = (header + table(results, audit)
+              + f"\n\nOpenTelemetry spans received by the OTLP stand-in (Langfuse traces and the wrapper's spans): {spans:,}.\n"
+              + f"\nLangfuse down: full-stack p50 at c=1 with the stand-in answering {outage[0]:.2f} ms, hanging (exports never "
+              f"return) {outage[1]:.2f} ms, medians of {OUTAGE_ROUNDS} alternating blocks of {LATENCY_BLOCK}; every request "
+              "answered 200 either way.\n")
     print("\n" + report)
     (ROOT / "bench" / "results" / "overhead.md").write_text(report)
 
