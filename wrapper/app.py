@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await litellm.start()
         await audit_writer.start()
-        # Everything loaded so far (Presidio, spaCy, LiteLLM's client code) lives as long as the process: take
+        # Everything loaded so far (Presidio, spaCy, SQLAlchemy, the config) lives as long as the process: take
         # it out of the garbage collector's reach. A full collection walked ~200,000 objects (106 ms, stalling
         # every request in flight); after the freeze it walks only what requests leave behind.
         gc.freeze()
