@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wrapper.audit.chain import GENESIS
 from wrapper.audit.schema import audit_heads
-from wrapper.audit.store import chain_rows
+from wrapper.audit.store import QUERY_COLUMNS, chain_rows
 
 ATTEMPTS = 3  # then the caller falls back to the locking append
 
@@ -40,8 +40,8 @@ SELECT $1, r.* FROM unnest(
 ) AS r
 WHERE EXISTS (SELECT 1 FROM head)
 """
-_COLUMNS = ("seq", "request_id", "occurred_at", "record", "prev_hash", "row_hash", "user_id", "endpoint", "model", "status",
-            "model_served", "tier", "tokens_in", "tokens_out", "cost", "cache_hit")
+# In the order of the INSERT above: the chain's own columns, then the query columns.
+_COLUMNS = ("seq", "request_id", "occurred_at", "record", "prev_hash", "row_hash", *QUERY_COLUMNS)
 
 
 class OptimisticAppender:

@@ -26,18 +26,20 @@ from wrapper.audit.schema import audit_checkpoints, audit_events, audit_heads
 from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
 
 
-# Query columns kept beside the hashed record: column name -> record field.
-QUERY_COLUMNS = {"user_id": "user", "endpoint": "endpoint", "model": "model", "status": "status",
-                 "model_served": "model_served", "tier": "tier", "tokens_in": "tokens_in", "tokens_out": "tokens_out",
-                 "cost": "cost", "cache_hit": "cache_hit"}
-# What each column may hold; a record field of another type is not copied (the column stays NULL).
-_COLUMN_TYPES = {"user_id": str, "endpoint": str, "model": str, "status": int, "model_served": str, "tier": str,
-                 "tokens_in": int, "tokens_out": int, "cost": float, "cache_hit": bool}
+# Query columns kept beside the hashed record: column name -> (record field, the type the column holds).
+# A record field of another type is not copied: the column stays NULL.
+QUERY_COLUMNS = {"user_id": ("user", str), "endpoint": ("endpoint", str), "model": ("model", str),
+                 "status": ("status", int), "model_served": ("model_served", str), "tier": ("tier", str),
+                 "tokens_in": ("tokens_in", int), "tokens_out": ("tokens_out", int), "cost": ("cost", float),
+                 "cache_hit": ("cache_hit", bool)}
 
 
-def column_value(column: str, value: object) -> object:
-    """The copy of a record field kept in a query column (the same rule on write and on verify)."""
-    kind = _COLUMN_TYPES[column]
+def query_columns(record: dict) -> dict[str, object]:
+    """The copies of a record's fields kept in the query columns (the same rule on write and on verify)."""
+    return {column: _as(kind, record.get(field)) for column, (field, kind) in QUERY_COLUMNS.items()}
+
+
+def _as(kind: type, value: object) -> object:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool):
@@ -73,7 +75,7 @@ def chain_rows(tenant: str, head_seq: int, head_hash: str, records: list[dict]) 
         digest = row_hash(tenant, seq, prev, text)
         rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
                      "occurred_at": record["occurred_at"], "record": text, "prev_hash": prev, "row_hash": digest,
-                     **{column: column_value(column, record.get(field)) for column, field in QUERY_COLUMNS.items()}})
+                     **query_columns(record)})
         prev = digest
     return rows
 
@@ -226,8 +228,8 @@ def _column_mismatch(row) -> str | None:
     record = json.loads(row.record)
     if record.get("request_id") != row.request_id:
         return "request_id"
-    for column, field in QUERY_COLUMNS.items():
-        if column_value(column, record.get(field)) != getattr(row, column):
+    for column, value in query_columns(record).items():
+        if value != getattr(row, column):
             return column
     occurred = datetime.fromisoformat(record["occurred_at"])
     if occurred != (row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=occurred.tzinfo)):
