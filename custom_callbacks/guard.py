@@ -14,17 +14,26 @@ import os
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
+from pydantic import TypeAdapter, ValidationError
 
 from custom_callbacks.seal import SEALED_KEYS, SECRET_ENV, refusal_reason, secret_from_env
 
 logger = logging.getLogger("custom_callbacks.guard")
+
+
+def _log_requests() -> bool:
+    """GATEWAY_LOG_REQUESTS (see wrapper/settings.py), read as the wrapper's settings read it: a line per admitted request."""
+    try:
+        return TypeAdapter(bool).validate_python(os.environ.get("GATEWAY_LOG_REQUESTS", "false"))
+    except ValidationError:
+        return False
+
+
 if not logger.handlers:  # LiteLLM configures its own loggers only; give ours a plain stdout line
     _handler = logging.StreamHandler()
     _handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     logger.addHandler(_handler)
-    # GATEWAY_LOG_REQUESTS (see wrapper/settings.py) adds a line per admitted request.
-    logger.setLevel(logging.DEBUG if os.environ.get("GATEWAY_LOG_REQUESTS", "").lower() in {"1", "true", "yes", "on"}
-                    else logging.INFO)
+    logger.setLevel(logging.DEBUG if _log_requests() else logging.INFO)
     logger.propagate = False
 
 REFUSAL = "This LiteLLM instance only serves requests sent through the gateway."

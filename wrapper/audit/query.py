@@ -19,6 +19,7 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wrapper.audit.schema import audit_events
+from wrapper.errors import bad_request
 
 MAX_LIMIT = 1000
 
@@ -113,8 +114,6 @@ def parse_time(text: str, name: str) -> datetime:
 
 def time_param(value: str | None, name: str) -> datetime | None:
     """An optional time query parameter; a bad one is the client's 400."""
-    from wrapper.errors import bad_request
-
     if value is None:
         return None
     try:
