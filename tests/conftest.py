@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.audit_db import as_superuser
+from tests.fake_provider import Behaviour
 from tests.identity import AUDIENCE, ISSUER, IdentityProvider, gateway_cli
 from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
 
@@ -50,6 +51,8 @@ INITECH_PII = {
 LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002},
                  "paced": {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002}}
 PRICES = {"input": 0.0001, "output": 0.0002}  # per token, as configured for fake-chat and paced above
+TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
+COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of those two models costs
 
 MASTER_KEY = "sk-test-master-key"
 INTERNAL_SECRET = "test-internal-secret"

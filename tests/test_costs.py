@@ -13,9 +13,7 @@ import httpx
 import pytest
 
 from tests.audit_db import query
-from tests.conftest import PRICES
-
-COST_EACH = 11 * PRICES["input"] + 7 * PRICES["output"]
+from tests.conftest import COST_EACH
 
 
 def chat(stack, key: str, model: str = "fake-chat", **headers) -> None:

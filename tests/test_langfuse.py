@@ -14,9 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import PRICES
-
-COST_EACH = 11 * PRICES["input"] + 7 * PRICES["output"]
+from tests.conftest import COST_EACH
 
 
 def chat(stack, key: str, **headers) -> httpx.Response:

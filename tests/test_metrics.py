@@ -6,9 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PRICES
-
-COST_EACH = 11 * PRICES["input"] + 7 * PRICES["output"]
+from tests.conftest import COST_EACH
 
 
 def scrape(stack) -> dict[tuple[str, tuple], float]:
