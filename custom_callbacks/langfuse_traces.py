@@ -2,9 +2,15 @@
 
 The trace carries `user_id` (the gateway's user), tags `tenant:<id>`,
 `endpoint:<name>` and `tier:<model group>`, metadata with the tenant and request
-ids, and one generation with the model, token usage and LiteLLM's cost. No
-prompt or answer text is sent: Langfuse gets the facts, the audit log keeps the
-content by each tenant's policy.
+ids, and a generation per attempt with the model, token usage and LiteLLM's cost:
+a retried or fallen-back request is one trace whose failed attempts show as
+ERROR generations beside the one that answered, and a stream the client left
+shows what LiteLLM billed for the part produced. The trace id is derived from
+the tenant and the gateway's request id (`Langfuse.create_trace_id(seed=
+"<tenant>:<request id>")`), so an audit record leads to its trace, and a client
+choosing its own request id cannot land in another tenant's trace. No prompt or
+answer text is sent: Langfuse gets the facts, the audit log keeps the content by
+each tenant's policy.
 
 The Langfuse SDK exports over OpenTelemetry from a background thread with a
 bounded queue: a slow or absent Langfuse drops traces, it never holds a request.
@@ -50,12 +56,15 @@ class LangfuseTraces(CustomLogger):
             tags = [f"tenant:{tenant}"] + [f"endpoint:{endpoint}"] * bool(endpoint) + [f"tier:{tier}"] * bool(tier)
             ids = {"tenant_id": str(tenant), "request_id": str(metadata.get("gateway_request_id"))}
             usage = {"input": int(call.get("prompt_tokens") or 0), "output": int(call.get("completion_tokens") or 0)}
+            trace_id = self.client.create_trace_id(seed=f"{ids['tenant_id']}:{ids['request_id']}")
+            error = (call.get("error_information") or {}).get("error_class") if failed else None
             with propagate_attributes(user_id=metadata.get("gateway_user_id"), tags=tags, metadata=ids,
                                       trace_name="gateway-request"):
                 generation = self.client.start_observation(
-                    name="model-call", as_type="generation", model=call.get("model") or kwargs.get("model"),
-                    usage_details=usage, cost_details={"total": float(call.get("response_cost") or 0.0)},
-                    level="ERROR" if failed else None, metadata=ids,
+                    trace_context={"trace_id": trace_id}, name="model-call", as_type="generation",
+                    model=call.get("model") or kwargs.get("model"), usage_details=usage,
+                    cost_details={"total": float(call.get("response_cost") or 0.0)},
+                    level="ERROR" if failed else None, status_message=error or None, metadata=ids,
                 )
                 generation.end()
         except Exception as exc:  # tracing must never fail a call

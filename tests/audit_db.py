@@ -96,3 +96,14 @@ def records_of(url: str, request_id: str) -> list[dict]:
 
     rows = query(url, "SELECT tenant, seq, record FROM audit_events WHERE request_id = $1 ORDER BY tenant, seq", request_id)
     return [{**json.loads(row["record"]), "seq": row["seq"]} for row in rows]
+
+
+def the_record(url: str, request_id: str, wait_seconds: float = 0) -> dict:
+    """The one record of a request. Waiting is for requests whose client left: their record follows."""
+    import time
+
+    deadline = time.monotonic() + wait_seconds
+    while not (records := records_of(url, request_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(records) == 1, records
+    return records[0]

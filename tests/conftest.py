@@ -31,7 +31,9 @@ FAKE_MODELS = {
     "drops": {"chunks": 6, "chunk_interval_ms": 20, "disconnect_after_chunks": 2},
     "globex-private": {},
     "fake-echo-chars": {"echo": True, "chunk_chars": 1},  # streams its echo one character per event
+    "falls-back": {"status": 500},  # LiteLLM falls back to fake-chat (FALLBACKS)
 }
+FALLBACKS = {"falls-back": ["fake-chat"]}
 # Tenants of the test stack: acme may use every model but globex's private one.
 TENANT_MODELS = {
     "acme": [m for m in FAKE_MODELS if m != "globex-private"],
@@ -46,13 +48,13 @@ INITECH_PII = {
     "endpoints": {"notes": "redact", "intake": "block"},
     "recognizers": [{"entity": "EMPLOYEE_ID", "patterns": [r"\bEMP-\d{6}\b"]}],
 }
-# LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick, and two
+# LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick, and some
 # models have prices, so that costs can be checked against the fake provider's usage.
-LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002},
-                 "paced": {"input_cost_per_token": 0.0001, "output_cost_per_token": 0.0002}}
-PRICES = {"input": 0.0001, "output": 0.0002}  # per token, as configured for fake-chat and paced above
+PRICES = {"input": 0.0001, "output": 0.0002}  # per token, for the models priced below
+_PRICED = {"input_cost_per_token": PRICES["input"], "output_cost_per_token": PRICES["output"]}
+LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED}
 TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
-COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of those two models costs
+COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
 
 MASTER_KEY = "sk-test-master-key"
 INTERNAL_SECRET = "test-internal-secret"
@@ -86,6 +88,13 @@ class Stack:
 
     def auth_for(self, key_name: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self.keys[key_name]}"}
+
+    def count_tokens(self, **body) -> int:
+        """LiteLLM's own count (its tokenizer for the model) of a prompt or messages."""
+        reply = httpx.post(f"{self.litellm_url}/utils/token_counter", json=body, timeout=10,
+                           headers={"authorization": f"Bearer {MASTER_KEY}"})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["total_tokens"]
 
 
 def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
@@ -176,7 +185,7 @@ def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Sta
     keys = write_gateway_config(gateway_config, idp)
     models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
     config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models,
-                                  extra_callbacks=("custom_callbacks.langfuse_traces",))
+                                  extra_callbacks=("custom_callbacks.langfuse_traces",), fallbacks=FALLBACKS)
     port, litellm_port = free_port(), free_port()
     log = workdir / "gateway.log"
     process = start(

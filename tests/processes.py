@@ -59,7 +59,7 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> int:
 
 
 def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
-                         extra_callbacks: tuple[str, ...] = ()) -> Path:
+                         extra_callbacks: tuple[str, ...] = (), fallbacks: dict[str, list[str]] | None = None) -> Path:
     """A LiteLLM config whose models are answered by the fake provider, guarded like production."""
     lines = ["model_list:"]
     for name, extra in models.items():
@@ -72,6 +72,7 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
         "  include_cost_in_streaming_usage: true",
         "router_settings:",
         "  num_retries: 0",
+        *([f"  fallbacks: {json.dumps([{group: to} for group, to in fallbacks.items()])}"] if fallbacks else []),
         "general_settings:",
         "  master_key: os.environ/LITELLM_MASTER_KEY",
     ]

@@ -7,12 +7,12 @@ Each test sends one request with its own x-request-id through the real stack
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 
 import httpx
 import pytest
 
+from tests import audit_db
 from tests.audit_db import records_of
 from wrapper.audit.chain import canonical
 
@@ -24,12 +24,7 @@ def request_id() -> str:
 
 
 def the_record(stack, rid: str, wait_seconds: float = 0) -> dict:
-    """The one record of a request. Waiting is only for requests whose client left before any answer."""
-    deadline = time.monotonic() + wait_seconds
-    while not (records := records_of(stack.database_url, rid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(records) == 1, records
-    return records[0]
+    return audit_db.the_record(stack.database_url, rid, wait_seconds)
 
 
 def call(stack, body, *, key="acme-app", path="/v1/chat/completions", headers=None) -> tuple[str, httpx.Response]:

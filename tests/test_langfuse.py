@@ -14,22 +14,32 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import COST_EACH
+from langfuse import Langfuse
+
+from tests.audit_db import records_of
+from tests.conftest import COST_EACH, PRICES
+from tests.fake_provider import DEFAULT_REPLY
 
 
-def chat(stack, key: str, **headers) -> httpx.Response:
+def chat(stack, key: str, model: str = "fake-chat", **headers) -> httpx.Response:
     return httpx.post(f"{stack.url}/v1/chat/completions", headers={**stack.auth_for(key), **headers}, timeout=30,
-                      json={"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]})
+                      json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
 
 
-def generation_of(langfuse, request_id: str, wait: float = 10) -> dict:
+def generations_of(langfuse, request_id: str, count: int = 1, wait: float = 10) -> list[dict]:
+    """The generation spans of one request, once `count` of them have arrived."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        for span in langfuse.spans():
-            if request_id in json.dumps(span["attributes"]) and span["name"] == "model-call":
-                return span["attributes"]
+        found = [span for span in langfuse.spans()
+                 if span["name"] == "model-call" and request_id in json.dumps(span["attributes"])]
+        if len(found) >= count:
+            return found
         time.sleep(0.2)
-    raise AssertionError(f"no trace of {request_id} reached Langfuse")
+    raise AssertionError(f"fewer than {count} generations of {request_id} reached Langfuse")
+
+
+def generation_of(langfuse, request_id: str) -> dict:
+    return generations_of(langfuse, request_id)[0]["attributes"]
 
 
 def attribute(attributes: dict, *fragments: str):
@@ -62,6 +72,48 @@ def test_each_call_is_a_trace_with_user_tags_model_usage_and_cost(stack, langfus
     assert attribute(generation_of(langfuse, request_ids["sso"]), "user", "id") == "ada"
     # Facts only: the prompt's text is not sent.
     assert not any("hi" == v for v in acme.values())
+
+
+def test_a_request_that_falls_back_is_one_trace_with_a_generation_per_attempt(stack, langfuse):
+    request_id = f"lf-{uuid.uuid4().hex[:16]}"
+    response = chat(stack, "acme-app", model="falls-back", **{"x-request-id": request_id})
+    assert response.status_code == 200 and response.headers["x-litellm-attempted-fallbacks"] == "1"
+    attempts = generations_of(langfuse, request_id, count=2)
+    assert len(attempts) == 2 and len({span["trace_id"] for span in attempts}) == 1
+    [failed] = [span for span in attempts if any("level" in key for key in span["attributes"])]
+    [answered] = [span for span in attempts if span is not failed]
+    assert attribute(failed["attributes"], "level") == "ERROR" and "falls-back" in attribute(failed["attributes"], "model")
+    assert json.loads(attribute(failed["attributes"], "cost_details"))["total"] == 0
+    assert "fake-chat" in attribute(answered["attributes"], "model")
+    assert json.loads(attribute(answered["attributes"], "cost_details"))["total"] == pytest.approx(COST_EACH)
+    # The audit record has the request's cost (the answering attempt's) and how many calls it took.
+    record = records_of(stack.database_url, request_id)[0]
+    assert record["attempts"] == 2 and record["cost"] == pytest.approx(COST_EACH)
+
+
+def test_the_trace_id_follows_from_tenant_and_request_id_so_tenants_never_share_a_trace(stack, langfuse):
+    request_id = f"lf-{uuid.uuid4().hex[:16]}"  # the same id, sent by two tenants
+    for key in ("acme-app", "globex-app"):
+        assert chat(stack, key, **{"x-request-id": request_id}).status_code == 200
+    spans = generations_of(langfuse, request_id, count=2)
+    by_tenant = {json.loads(attribute(span["attributes"], "observation.metadata.tenant_id")): span["trace_id"]
+                 for span in spans}
+    assert by_tenant == {tenant: Langfuse.create_trace_id(seed=f"{tenant}:{request_id}") for tenant in ("acme", "globex")}
+
+
+def test_a_stream_the_client_leaves_is_traced_with_the_cost_of_what_was_produced(stack, langfuse):
+    request_id = f"lf-{uuid.uuid4().hex[:16]}"
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", timeout=30,
+                      headers={**stack.auth_for("acme-app"), "x-request-id": request_id},
+                      json={"model": "long-stream", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as response:
+        for n, _ in enumerate(response.iter_lines()):
+            if n >= 8:
+                break  # leave after a few of its 40 pieces
+    generation = generation_of(langfuse, request_id)
+    cost = json.loads(attribute(generation, "cost_details"))["total"]
+    usage = json.loads(attribute(generation, "usage_details"))
+    assert 0 < usage["output"] < stack.count_tokens(model="long-stream", prompt=DEFAULT_REPLY)
+    assert cost == pytest.approx(usage["input"] * PRICES["input"] + usage["output"] * PRICES["output"])
 
 
 def test_a_hanging_langfuse_costs_requests_nothing(stack, langfuse):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from custom_callbacks.seal import SEAL_KEY, is_sealed, seal
 from wrapper.request_id import choose_request_id
+from wrapper.stream_usage import StreamUsageCounter
 from wrapper.streaming import StreamSummary, split_events
+from wrapper.upstream import LiteLLMClient
 
 STREAM = (
     b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
@@ -98,3 +101,27 @@ def test_seal_verifies_only_with_the_same_secret_and_fields():
     assert not is_sealed(b"secret", {**metadata, "gateway_user_id": "someone"})
     assert not is_sealed(b"secret", {k: v for k, v in metadata.items() if k != "gateway_tenant_id"})
     assert not is_sealed(b"secret", "not a dict")
+
+
+def test_stream_summary_keeps_what_the_model_produced_text_and_tool_arguments():
+    summary = StreamSummary()
+    call = {"index": 0, "function": {"name": "lookup", "arguments": '{"city": '}}
+    for event in (_chunk({"content": "Let me check. "}), _chunk({"tool_calls": [call]}),
+                  _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]})):
+        summary.observe(event)
+    assert summary.produced == 'Let me check. {"city": "Oslo"}'
+
+
+async def test_an_unfinished_streams_usage_is_unknown_when_litellm_cannot_count_it():
+    litellm = LiteLLMClient("http://127.0.0.1:9", None, timeout_seconds=1)  # nothing listens on the discard port
+    await litellm.start()
+    try:
+        usage = await StreamUsageCounter(litellm).count({"model": "m", "messages": []}, "partial answer", "m",
+                                                        "deployment-1", "request-1")
+    finally:
+        await litellm.aclose()
+    assert usage is None
+
+
+def _chunk(delta: dict) -> bytes:
+    return b"data: " + orjson.dumps({"model": "m", "choices": [{"index": 0, "delta": delta}]}) + b"\n\n"

@@ -35,6 +35,7 @@ from wrapper.request_body import parse_chat_request, parse_embeddings_request
 from wrapper.request_id import RequestIdMiddleware
 from wrapper.routing import check_model_allowed, models_for_tenant
 from wrapper.settings import Settings, get_settings
+from wrapper.stream_usage import StreamUsageCounter
 from wrapper.streaming import wait_for_disconnect
 from wrapper.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.upstream import LiteLLMClient
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     signer = gateway_signer(settings)
     pii_scanner = PiiScanner(settings.pii_ner_model)  # recognizers built once, at start
     metrics = GatewayMetrics(settings.metrics_users)
+    usage_counter = StreamUsageCounter(litellm)  # for streams cut short, which never report their usage
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""
@@ -104,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check_model_allowed(ctx.tenant, body["model"])  # 5. route: the tenant's allow-list
         # 6. cache layers slot in here.
         # 7-8. LiteLLM, and the response path (the audit middleware commits the record before the answer ends)
-        return await forward(litellm, path, body, ctx, secret, restorer=restorer,
+        return await forward(litellm, path, body, ctx, secret, restorer=restorer, usage_counter=usage_counter,
                              client_gone=lambda: wait_for_disconnect(request.receive))
 
     @app.post("/v1/chat/completions")

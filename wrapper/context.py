@@ -24,7 +24,9 @@ class Outcome:
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost: float | None = None
+    usage_estimated: bool = False  # counted by the gateway (a stream cut short), not reported by the provider
     cache_hit: bool = False
+    attempts: int = 1  # calls LiteLLM made for it: the first, its retries and its fallbacks
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
     redacted_answer: bytes | None = None  # the provider's answer before pseudonyms were restored
 
@@ -36,10 +38,13 @@ class Outcome:
             cost = usage.get("cost")
             if isinstance(cost, int | float) and not isinstance(cost, bool):
                 self.cost = float(cost)
+            self.usage_estimated = usage.get("estimated") is True
 
     def note_headers(self, headers: dict[str, str]) -> None:
         self.tier = headers.get("x-litellm-model-group") or self.tier
         self.cache_hit = bool(headers.get("x-litellm-cache-key"))
+        self.attempts = 1 + _count_text(headers.get("x-litellm-attempted-retries")) + _count_text(
+            headers.get("x-litellm-attempted-fallbacks"))
         try:
             self.cost = float(headers["x-litellm-response-cost"])
         except (KeyError, ValueError):
@@ -65,3 +70,7 @@ class RequestContext:
 
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _count_text(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() else 0

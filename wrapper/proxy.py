@@ -15,8 +15,8 @@ from starlette.responses import Response
 from custom_callbacks.seal import SEAL_KEY, SEALED_KEYS, seal
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
-from wrapper.gateway_config import AuditContent
 from wrapper.pii import Restorer
+from wrapper.stream_usage import StreamUsageCounter
 from wrapper.streaming import EventStreamResponse, StreamSummary, split_events
 from wrapper.tracing import step
 from wrapper.upstream import LiteLLMClient, passed_headers, raw_chunks
@@ -55,13 +55,14 @@ def sealed_body(body: dict, ctx: RequestContext, secret: bytes) -> bytes:
 
 async def forward(
     litellm: LiteLLMClient, path: str, body: dict, ctx: RequestContext, secret: bytes,
-    client_gone: Callable[[], Awaitable[None]], restorer: Restorer | None = None,
+    client_gone: Callable[[], Awaitable[None]], usage_counter: StreamUsageCounter, restorer: Restorer | None = None,
 ) -> Response:
-    """`restorer` puts pseudonymised values back into the answer (the provider only ever saw placeholders)."""
+    """`restorer` puts pseudonymised values back into the answer (the provider only ever saw placeholders);
+    `usage_counter` counts what a stream cut short had produced."""
     upstream_body = sealed_body(body, ctx, secret)
     if body.get("stream"):
         asked_for_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await _forward_stream(litellm, path, upstream_body, ctx, restorer, asked_for_usage)
+        return await _forward_stream(litellm, path, upstream_body, ctx, restorer, asked_for_usage, usage_counter)
     with step("litellm"):
         reply = await _unless_client_leaves(litellm.post(path, upstream_body, ctx.request_id), client_gone)
     _note_reply(ctx, reply.body, reply.headers)
@@ -101,11 +102,11 @@ def _note_reply(ctx: RequestContext, content: bytes, headers: dict[str, str]) ->
 
 
 async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: bytes, ctx: RequestContext,
-                          restorer: Restorer | None, asked_for_usage: bool) -> Response:
+                          restorer: Restorer | None, asked_for_usage: bool,
+                          usage_counter: StreamUsageCounter) -> Response:
     response, waited = await litellm.open_stream(path, upstream_body, ctx.request_id)
     summary = ctx.outcome.stream = StreamSummary(started_at=ctx.started_at)
-    if ctx.tenant is not None and ctx.tenant.audit.content == AuditContent.full:
-        summary.text = []
+    deployment_id = response.headers.get("x-litellm-model-id")  # whose prices apply, should the stream be cut
     headers = passed_headers(response.headers)
     ctx.outcome.note_headers(headers)
 
@@ -124,6 +125,11 @@ async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: byte
             yield exc.sse_event()
         finally:
             response.close()  # no-op after a complete stream, which raw_chunks already released
+            if summary.usage is None and summary.first_token_at is not None:
+                # Cut short (client gone, stream broken): the provider billed what it produced; count it.
+                # The record waits for this; the client, gone or given its error already, does not.
+                summary.usage = await usage_counter.count(
+                    ctx.body, summary.produced, ctx.outcome.tier or ctx.body["model"], deployment_id, ctx.request_id)
 
     headers["x-gateway-overhead-ms"] = ctx.overhead_ms(waited)
     return EventStreamResponse(events(), headers)

@@ -52,7 +52,8 @@ class StreamSummary:
     model: str | None = None
     error: dict | None = None
     done: bool = False
-    text: list[str] | None = None  # the answer's text deltas, kept only when asked (audit content `full`)
+    text: list[str] = field(default_factory=list)  # the answer's text deltas (audit content `full`, usage counts)
+    tool_arguments: list[str] = field(default_factory=list)  # tool calls' argument deltas: produced tokens too
 
     def observe(self, event: bytes) -> None:
         self.events += 1
@@ -80,9 +81,18 @@ class StreamSummary:
                 continue
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
-            if self.text is not None and isinstance(delta := choice.get("delta"), dict):
+            if isinstance(delta := choice.get("delta"), dict):
                 if isinstance(delta.get("content"), str):
                     self.text.append(delta["content"])
+                for call in delta.get("tool_calls") or ():
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                        self.tool_arguments.append(function["arguments"])
+
+    @property
+    def produced(self) -> str:
+        """Everything the model generated so far, as text: what a count of its output tokens reads."""
+        return "".join(self.text) + "".join(self.tool_arguments)
 
     @property
     def time_to_first_token_ms(self) -> float | None:

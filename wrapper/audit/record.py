@@ -6,7 +6,9 @@ Fields (all present in every record, None when unknown):
   client_addr, method, path, model (requested), model_served, tier, stream,
   status (the HTTP status the client got; 499 when it left first), outcome
   (ok | refused | error | cancelled), error_type, error_code, tokens_in, tokens_out, cost,
-  latency_ms, ttft_ms, cache_hit, guardrails (decisions), pii (entity type -> count),
+  usage_estimated (true when the gateway counted a stream cut short; see wrapper.stream_usage),
+  latency_ms, ttft_ms, cache_hit, attempts (LiteLLM's calls: the first, its retries and fallbacks),
+  guardrails (decisions), pii (entity type -> count),
   content (by tenant policy: {"policy": "none"}, {"policy": "hash", "request_sha256",
   "response_sha256"} or {"policy": "full", "request", "response"}).
 
@@ -84,9 +86,11 @@ def build_record(ctx: RequestContext, delivery: Delivery) -> dict:
         "tokens_in": outcome.tokens_in,
         "tokens_out": outcome.tokens_out,
         "cost": outcome.cost,
+        "usage_estimated": outcome.usage_estimated,
         "latency_ms": round((delivery.completed - ctx.started_at) * 1000, 3),
         "ttft_ms": round(stream.time_to_first_token_ms, 3) if stream and stream.first_token_at else None,
         "cache_hit": outcome.cache_hit,
+        "attempts": outcome.attempts,
         "guardrails": ctx.guardrails,
         "pii": ctx.pii,
         "content": _content(ctx, delivery),
@@ -102,7 +106,7 @@ def _content(ctx: RequestContext, delivery: Delivery) -> dict:
         return {"policy": "hash", "request_sha256": request_hash, "response_sha256": delivery.response_sha256}
     stream = ctx.outcome.stream
     if delivery.streamed:
-        response = "".join(stream.text) if stream and stream.text is not None else None
+        response = "".join(stream.text) if stream else None
     else:
         # With pseudonyms, the client got the restored values; the record keeps the placeholders.
         body = ctx.outcome.redacted_answer if ctx.outcome.redacted_answer is not None else delivery.response_body
