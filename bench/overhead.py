@@ -14,7 +14,8 @@ The wrapper runs as in production, with its audit log on PostgreSQL: every
 request's record is committed before its answer ends, so each wrapper request
 per second is also an audit record per second (checked against the database).
 Metrics, stream costs, Langfuse traces (from LiteLLM) and OpenTelemetry spans
-(from the wrapper) are on, exported to a local OTLP stand-in.
+(from the wrapper) are on, exported to a local OTLP stand-in; a second full
+stack with tracing off shows what tracing itself costs.
 Prints a markdown table and writes it to bench/results/overhead.md.
 """
 
@@ -154,7 +155,7 @@ async def measure(targets: dict[str, tuple[str, dict, bool]]) -> dict[str, dict]
                 base, headers, sealed = targets[name]
                 url = f"{base}/v1/chat/completions"
                 results[name]["rps"].append(await throughput(session, url, headers, sealed))
-                if "LiteLLM" in name or name == "full stack":
+                if "LiteLLM" in name or name.startswith("full stack"):
                     results[name]["ttft"].append(await time_to_first_token(session, url, headers, sealed))
             print(f"throughput round {round_index + 1}/{ROUNDS}: "
                   + ", ".join(f"{n}={results[n]['rps'][-1]:.0f}" for n in names), flush=True)
@@ -192,6 +193,10 @@ def table(results: dict[str, dict], audit: dict[str, tuple[int, int]]) -> str:
     callback, _, _ = paired(results, "stack's LiteLLM, direct", "bare LiteLLM")
     stack_hop, _, _ = paired(results, "full stack", "stack's LiteLLM, direct")
     hop, hop_low, hop_high = paired(results, "wrapper -> fake provider", "fake provider")
+    quiet = results["full stack, tracing off"]
+    traced, traced_low, traced_high = paired(results, "full stack", "full stack, tracing off")
+    quiet_share, _, _ = paired(results, "full stack, tracing off", "bare LiteLLM")
+    spans, spans_low, spans_high = paired(results, "wrapper -> fake provider", "wrapper -> fake provider, tracing off")
     ratio = full["rps"] / bare["rps"]
     lines += [
         "",
@@ -204,6 +209,13 @@ def table(results: dict[str, dict], audit: dict[str, tuple[int, int]]) -> str:
         f"- Wrapper's self-reported time (`x-gateway-overhead-ms`, p50; the audit commit included): {full['self_reported']:.3f} ms "
         f"in the full stack, {results['wrapper -> fake provider']['self_reported']:.3f} ms alone in front of the fake provider.",
         f"- Full-stack req/s vs bare LiteLLM at c=16: **{ratio:.0%}** (goal >= 85%: {'met' if ratio >= 0.85 else 'NOT met'}).",
+        f"- What tracing costs (Langfuse from LiteLLM, OpenTelemetry from the wrapper, every request traced): "
+        f"full stack - the same stack with tracing off, paired: **{traced:.2f} ms** at c=1 (quartiles {traced_low:.2f} to "
+        f"{traced_high:.2f}); req/s {full['rps'] / quiet['rps']:.0%} of the untraced stack's. The untraced stack's share "
+        f"(- bare LiteLLM, paired): {quiet_share:.2f} ms, req/s {quiet['rps'] / bare['rps']:.0%} of bare.",
+        f"  - The wrapper's spans alone (wrapper -> fake, traced - untraced, paired): **{spans:.2f} ms** (quartiles "
+        f"{spans_low:.2f} to {spans_high:.2f}); self-reported {results['wrapper -> fake provider']['self_reported']:.3f} "
+        f"vs {results['wrapper -> fake provider, tracing off']['self_reported']:.3f} ms.",
         f"- TTFT added by the wrapper (p50): {full['ttft'] - bare['ttft']:.2f} ms.",
         "",
         "Audit on (PostgreSQL, synchronous commit, record committed before each answer ends):",
@@ -225,17 +237,48 @@ async def _admin(statement: str, database: str | None = None):
         await connection.close()
 
 
-async def with_langfuse_hanging(url: str, headers: dict, otlp_url: str) -> tuple[float, float]:
-    """Full-stack p50 at c=1 with Langfuse answering, and hanging (its exports never return): alternating blocks."""
-    up, hanging = [], []
-    async with aiohttp.ClientSession() as session, httpx.AsyncClient() as control:
+class OtlpStandIn:
+    """The local stand-in for Langfuse's (and any OTLP collector's) endpoint, which can answer, hang, or be down."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.log = free_port(), workdir / "otlp.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+        self.counted = 0  # spans received by the stand-ins stopped so far
+
+    def start(self) -> None:
+        self.process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(self.port), "--count-only"],
+                             self.log)
+        wait_until(f"{self.url}/_stub/spans", 20, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.counted += self.spans()
+            stop(self.process)
+
+    def spans(self) -> int:
+        return httpx.get(f"{self.url}/_stub/spans", timeout=10).json()["counted"]
+
+    def set_mode(self, mode: str) -> None:
+        httpx.post(f"{self.url}/_stub/mode", content=mode, timeout=10)
+
+
+async def with_langfuse_outages(url: str, headers: dict, stand_in: OtlpStandIn) -> dict[str, float]:
+    """Full-stack p50 at c=1 with Langfuse answering, hanging (exports never return) and down (nothing listens)."""
+    samples: dict[str, list[float]] = {"answering": [], "hanging": [], "down": []}
+    async with aiohttp.ClientSession() as session:
         for _ in range(OUTAGE_ROUNDS):
-            for mode, samples in (("ok", up), ("hang", hanging)):
-                await control.post(f"{otlp_url}/_stub/mode", content=mode)
+            for mode in samples:
+                if mode == "down":
+                    stand_in.stop()
+                else:
+                    stand_in.set_mode("hang" if mode == "hanging" else "ok")
                 block, _ = await latency_block(session, url, headers, False)
-                samples.append(statistics.median(block))
-        await control.post(f"{otlp_url}/_stub/mode", content="ok")
-    return statistics.median(up), statistics.median(hanging)
+                samples[mode].append(statistics.median(block))
+                if mode == "down":
+                    stand_in.start()
+        stand_in.set_mode("ok")
+    return {mode: statistics.median(blocks) for mode, blocks in samples.items()}
 
 
 def observability(otlp_url: str) -> dict[str, str]:
@@ -247,7 +290,8 @@ def main() -> None:
     workdir = ROOT / "var" / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     processes = []
-    databases = {name: f"gw_bench_{name}_{os.getpid()}" for name in ("full", "alone")}
+    stand_in = OtlpStandIn(workdir)
+    databases = {name: f"gw_bench_{name}_{os.getpid()}" for name in ("full", "quiet", "alone", "alone_quiet")}
     for database in databases.values():
         asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
     database_url = {name: f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}" for name, db in databases.items()}
@@ -261,10 +305,8 @@ def main() -> None:
 
         # Observability on, as in production: Langfuse traces from LiteLLM and the wrapper's OpenTelemetry
         # spans, both exported to a local OTLP stand-in; metrics and stream costs are always on.
-        otlp_port = free_port()
-        processes.append(start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(otlp_port), "--count-only"], workdir / "otlp.log"))
-        otlp_url = f"http://127.0.0.1:{otlp_port}"
-        wait_until(f"{otlp_url}/_stub/spans", 20)
+        stand_in.start()
+        otlp_url = stand_in.url
         guarded = write_litellm_config(workdir / "litellm_full.yaml", fake_url, {m: {} for m in MODELS},
                                        extra_callbacks=("custom_callbacks.langfuse_traces",))
         bare_config = workdir / "litellm_bare.yaml"
@@ -289,41 +331,59 @@ def main() -> None:
                       "GATEWAY_DATABASE_URL": database_url["full"], "GATEWAY_VAR_DIR": str(workdir / "var"),
                       **observability(otlp_url)})
         processes.append(full)
+        # The same stack without Langfuse and OpenTelemetry (metrics and costs stay on: they are always on),
+        # so that what tracing costs is measured in the same run.
+        quiet_port = free_port()
+        quiet = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)],
+                      workdir / "quiet.log",
+                      {"GATEWAY_PORT": str(quiet_port), "GATEWAY_LITELLM_PORT": str(free_port()),
+                       "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                       "GATEWAY_DATABASE_URL": database_url["quiet"], "GATEWAY_VAR_DIR": str(workdir / "var-quiet")})
+        processes.append(quiet)
         wait_until(f"http://127.0.0.1:{bare_port}/health/liveliness", 120, bare, workdir / "bare.log")
         wait_until(f"http://127.0.0.1:{port}/readyz", 120, full, workdir / "full.log")
+        wait_until(f"http://127.0.0.1:{quiet_port}/readyz", 120, quiet, workdir / "quiet.log")
 
         # The wrapper alone, in front of the fake provider: its hop measured without LiteLLM's noise.
-        alone_port = free_port()
-        alone_env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
-                     "GATEWAY_CONFIG": str(gateway_config), "GATEWAY_DATABASE_URL": database_url["alone"],
-                     "GATEWAY_VAR_DIR": str(workdir / "var"), **observability(otlp_url)}
-        gateway_cli(gateway_config, "db", "upgrade", env=alone_env)
-        alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory", "--port", str(alone_port),
-                       "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                      workdir / "alone.log", alone_env)
-        processes.append(alone)
-        wait_until(f"http://127.0.0.1:{alone_port}/healthz", 30, alone, workdir / "alone.log")
+        # And once more with tracing off: what the wrapper's spans cost, without LiteLLM's noise.
+        alone_ports = {}
+        for name, traced in (("alone", True), ("alone_quiet", False)):
+            alone_env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                         "GATEWAY_CONFIG": str(gateway_config), "GATEWAY_DATABASE_URL": database_url[name],
+                         "GATEWAY_VAR_DIR": str(workdir / f"var-{name}"), **(observability(otlp_url) if traced else {})}
+            gateway_cli(gateway_config, "db", "upgrade", env=alone_env)
+            alone_ports[name] = free_port()
+            alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory",
+                           "--port", str(alone_ports[name]), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                           "--log-level", "warning"], workdir / f"{name}.log", alone_env)
+            processes.append(alone)
+            wait_until(f"http://127.0.0.1:{alone_ports[name]}/healthz", 30, alone, workdir / f"{name}.log")
 
         litellm_headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
         targets = {
             "fake provider": (fake_url, {"content-type": "application/json"}, False),
-            "wrapper -> fake provider": (f"http://127.0.0.1:{alone_port}", wrapper_headers, False),
+            "wrapper -> fake provider": (f"http://127.0.0.1:{alone_ports['alone']}", wrapper_headers, False),
+            "wrapper -> fake provider, tracing off": (f"http://127.0.0.1:{alone_ports['alone_quiet']}", wrapper_headers, False),
             "bare LiteLLM": (f"http://127.0.0.1:{bare_port}", litellm_headers, False),
             "stack's LiteLLM, direct": (f"http://127.0.0.1:{stack_litellm_port}", litellm_headers, True),
             "full stack": (f"http://127.0.0.1:{port}", wrapper_headers, False),
+            "full stack, tracing off": (f"http://127.0.0.1:{quiet_port}", wrapper_headers, False),
         }
         results = asyncio.run(measure(targets))
-        outage = asyncio.run(with_langfuse_hanging(f"{targets['full stack'][0]}/v1/chat/completions", wrapper_headers, otlp_url))
+        outage = asyncio.run(with_langfuse_outages(f"{targets['full stack'][0]}/v1/chat/completions", wrapper_headers, stand_in))
         audit = {}
-        for name, database in (("wrapper -> fake provider", databases["alone"]), ("full stack", databases["full"])):
+        for name, database in (("wrapper -> fake provider", databases["alone"]),
+                               ("wrapper -> fake provider, tracing off", databases["alone_quiet"]),
+                               ("full stack", databases["full"]), ("full stack, tracing off", databases["quiet"])):
             url = f"{targets[name][0]}/v1/chat/completions"
             recorded = asyncio.run(_admin("SELECT count(*) FROM audit_events WHERE tenant = 'bench'", database))
             audit[name] = (SENT.get(url, 0), recorded)
         time.sleep(2)  # the exporters' last batches
-        spans = httpx.get(f"{otlp_url}/_stub/spans", timeout=10).json()["counted"]
+        spans = stand_in.counted + stand_in.spans()
     finally:
         for process in reversed(processes):
             stop(process)
+        stand_in.stop()
         for database in databases.values():
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
@@ -335,9 +395,10 @@ def main() -> None:
     )
     report = (header + table(results, audit)
               + f"\n\nOpenTelemetry spans received by the OTLP stand-in (Langfuse traces and the wrapper's spans): {spans:,}.\n"
-              + f"\nLangfuse down: full-stack p50 at c=1 with the stand-in answering {outage[0]:.2f} ms, hanging (exports never "
-              f"return) {outage[1]:.2f} ms, medians of {OUTAGE_ROUNDS} alternating blocks of {LATENCY_BLOCK}; every request "
-              "answered 200 either way.\n")
+              + f"\nLangfuse (and the OTLP collector) in trouble: full-stack p50 at c=1 with the stand-in answering "
+              f"{outage['answering']:.2f} ms, hanging (exports never return) {outage['hanging']:.2f} ms, down (nothing "
+              f"listens) {outage['down']:.2f} ms; medians of {OUTAGE_ROUNDS} rounds of alternating blocks of {LATENCY_BLOCK}; "
+              "every request answered 200 in each.\n")
     print("\n" + report)
     (ROOT / "bench" / "results" / "overhead.md").write_text(report)
 
