@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +155,26 @@ def stack_database() -> str:
 
 @dataclass
 class LangfuseStub:
-    url: str
+    port: int
+    log: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(self.port)], self.log)
+        wait_until(f"{self.url}/_stub/spans", 20, self.process, self.log)
+
+    @contextmanager
+    def down(self):
+        """Nothing listens at Langfuse's address for a while (what it had received is forgotten)."""
+        stop(self.process)
+        try:
+            yield
+        finally:
+            self.start()
 
     def spans(self) -> list[dict]:
         return httpx.get(f"{self.url}/_stub/spans").json()["spans"]
@@ -169,13 +190,10 @@ class LangfuseStub:
 @pytest.fixture(scope="session")
 def langfuse(tmp_path_factory) -> LangfuseStub:
     """Where the stack's LiteLLM sends its Langfuse traces (tests/otlp_stub.py)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("langfuse") / "langfuse.log"
-    process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(port)], log)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(f"{url}/_stub/spans", 20, process, log)
-    yield LangfuseStub(url)
-    stop(process)
+    stub = LangfuseStub(free_port(), tmp_path_factory.mktemp("langfuse") / "langfuse.log")
+    stub.start()
+    yield stub
+    stop(stub.process)
 
 
 @pytest.fixture(scope="session")

@@ -116,16 +116,17 @@ def test_a_stream_the_client_leaves_is_traced_with_the_cost_of_what_was_produced
     assert cost == pytest.approx(usage["input"] * PRICES["input"] + usage["output"] * PRICES["output"])
 
 
-def test_a_hanging_langfuse_costs_requests_nothing(stack, langfuse):
-    def timed_calls() -> list[float]:
-        times = []
-        for _ in range(10):
-            started = time.perf_counter()
-            assert chat(stack, "acme-app").status_code == 200
-            times.append(time.perf_counter() - started)
-        return sorted(times)
+def timed_calls(stack) -> list[float]:
+    times = []
+    for _ in range(10):
+        started = time.perf_counter()
+        assert chat(stack, "acme-app").status_code == 200
+        times.append(time.perf_counter() - started)
+    return sorted(times)
 
-    before = timed_calls()
+
+def test_a_hanging_langfuse_costs_requests_nothing(stack, langfuse):
+    before = timed_calls(stack)
     langfuse.set_mode("hang")
     try:
         exports = langfuse.exports()
@@ -134,8 +135,18 @@ def test_a_hanging_langfuse_costs_requests_nothing(stack, langfuse):
         while langfuse.exports() == exports and time.monotonic() < deadline:  # the exporter is now stuck on it
             time.sleep(0.05)
         assert langfuse.exports() > exports
-        during = timed_calls()
+        during = timed_calls(stack)
     finally:
         langfuse.set_mode("ok")
     # Loose on purpose (a shared machine): the exporter's 2 s timeout would show as seconds, not noise.
     assert during[5] < before[5] + 0.5 and during[-1] < 2.0, (before, during)
+
+
+def test_a_langfuse_that_is_down_costs_requests_nothing_and_traces_resume_when_it_is_back(stack, langfuse):
+    before = timed_calls(stack)
+    with langfuse.down():  # nothing listens: every export is refused
+        during = timed_calls(stack)
+    assert during[5] < before[5] + 0.5 and during[-1] < 2.0, (before, during)
+    request_id = f"lf-{uuid.uuid4().hex[:16]}"
+    assert chat(stack, "acme-app", **{"x-request-id": request_id}).status_code == 200
+    assert json.loads(attribute(generation_of(langfuse, request_id), "observation.metadata.tenant_id")) == "acme"
