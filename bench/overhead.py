@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import httpx
 import asyncpg
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.identity import gateway_cli  # noqa: E402
+from tests.otlp_stub import OtlpStubProcess  # noqa: E402
 from tests.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
 from custom_callbacks.seal import SEAL_KEY, seal  # noqa: E402
 from wrapper.supervisor import LITELLM_OFFLINE_ENV  # noqa: E402
@@ -237,33 +237,7 @@ async def _admin(statement: str, database: str | None = None):
         await connection.close()
 
 
-class OtlpStandIn:
-    """The local stand-in for Langfuse's (and any OTLP collector's) endpoint, which can answer, hang, or be down."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.log = free_port(), workdir / "otlp.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = None
-        self.counted = 0  # spans received by the stand-ins stopped so far
-
-    def start(self) -> None:
-        self.process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(self.port), "--count-only"],
-                             self.log)
-        wait_until(f"{self.url}/_stub/spans", 20, self.process, self.log)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.counted += self.spans()
-            stop(self.process)
-
-    def spans(self) -> int:
-        return httpx.get(f"{self.url}/_stub/spans", timeout=10).json()["counted"]
-
-    def set_mode(self, mode: str) -> None:
-        httpx.post(f"{self.url}/_stub/mode", content=mode, timeout=10)
-
-
-async def with_langfuse_outages(url: str, headers: dict, stand_in: OtlpStandIn) -> dict[str, float]:
+async def with_langfuse_outages(url: str, headers: dict, stand_in: OtlpStubProcess) -> dict[str, float]:
     """Full-stack p50 at c=1 with Langfuse answering, hanging (exports never return) and down (nothing listens)."""
     samples: dict[str, list[float]] = {"answering": [], "hanging": [], "down": []}
     async with aiohttp.ClientSession() as session:
@@ -290,7 +264,7 @@ def main() -> None:
     workdir = ROOT / "var" / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     processes = []
-    stand_in = OtlpStandIn(workdir)
+    stand_in = OtlpStubProcess(workdir / "otlp.log", count_only=True)
     databases = {name: f"gw_bench_{name}_{os.getpid()}" for name in ("full", "quiet", "alone", "alone_quiet")}
     for database in databases.values():
         asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
@@ -379,7 +353,7 @@ def main() -> None:
             recorded = asyncio.run(_admin("SELECT count(*) FROM audit_events WHERE tenant = 'bench'", database))
             audit[name] = (SENT.get(url, 0), recorded)
         time.sleep(2)  # the exporters' last batches
-        spans = stand_in.counted + stand_in.spans()
+        spans = stand_in.counted()
     finally:
         for process in reversed(processes):
             stop(process)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import yaml
 from tests.audit_db import as_superuser
 from tests.fake_provider import Behaviour
 from tests.identity import AUDIENCE, ISSUER, IdentityProvider, gateway_cli
+from tests.otlp_stub import OtlpStubProcess
 from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
 
 # Behaviours of the fake provider, by model name (see tests/fake_provider.py).
@@ -153,47 +152,13 @@ def stack_database() -> str:
     as_superuser(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@dataclass
-class LangfuseStub:
-    port: int
-    log: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(self.port)], self.log)
-        wait_until(f"{self.url}/_stub/spans", 20, self.process, self.log)
-
-    @contextmanager
-    def down(self):
-        """Nothing listens at Langfuse's address for a while (what it had received is forgotten)."""
-        stop(self.process)
-        try:
-            yield
-        finally:
-            self.start()
-
-    def spans(self) -> list[dict]:
-        return httpx.get(f"{self.url}/_stub/spans").json()["spans"]
-
-    def exports(self) -> int:
-        """How many export requests arrived (a hanging one included)."""
-        return httpx.get(f"{self.url}/_stub/spans").json()["requests"]
-
-    def set_mode(self, mode: str) -> None:
-        httpx.post(f"{self.url}/_stub/mode", content=mode)
-
-
 @pytest.fixture(scope="session")
-def langfuse(tmp_path_factory) -> LangfuseStub:
+def langfuse(tmp_path_factory) -> OtlpStubProcess:
     """Where the stack's LiteLLM sends its Langfuse traces (tests/otlp_stub.py)."""
-    stub = LangfuseStub(free_port(), tmp_path_factory.mktemp("langfuse") / "langfuse.log")
+    stub = OtlpStubProcess(tmp_path_factory.mktemp("langfuse") / "langfuse.log")
     stub.start()
     yield stub
-    stop(stub.process)
+    stub.stop()
 
 
 @pytest.fixture(scope="session")

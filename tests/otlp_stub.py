@@ -4,6 +4,8 @@ Run: python -m tests.otlp_stub --port 9200
 POST /api/public/otel/v1/traces  (protobuf, maybe gzip)  -> 200, spans kept
 GET  /_stub/spans   -> every span received so far, attributes decoded (with --count-only: only how many)
 POST /_stub/mode    -> body "ok" or "hang" (never answer, until the client gives up)
+
+`OtlpStubProcess` runs one for tests and benchmarks, and can take it down for a while.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ import argparse
 import asyncio
 import gzip
 import json
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.processes import BIN, free_port, start, stop, wait_until
 
 
 def _value(any_value):
@@ -74,6 +83,63 @@ class OtlpStub:
 async def _reply(send, status: int, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
+
+
+class OtlpStubProcess:
+    """The stand-in as a process on a port of its own, which can answer, hang (`set_mode`) or be down."""
+
+    def __init__(self, log: Path, count_only: bool = False) -> None:
+        self.port, self.log, self.count_only = free_port(), log, count_only
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self._counted_before = 0  # spans received by the stand-ins stopped so far
+
+    def start(self) -> None:
+        self.process = start([str(BIN / "python"), "-m", "tests.otlp_stub", "--port", str(self.port),
+                              *(["--count-only"] if self.count_only else [])], self.log)
+        wait_until(f"{self.url}/_stub/spans", 20, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self._counted_before += self._state()["counted"]
+            stop(self.process)
+
+    @contextmanager
+    def down(self):
+        """Nothing listens at the stand-in's address for a while (the spans it kept are forgotten)."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def spans(self) -> list[dict]:
+        return self._state()["spans"]
+
+    def counted(self) -> int:
+        """Spans received since the first start, across restarts."""
+        return self._counted_before + self._state()["counted"]
+
+    def exports(self) -> int:
+        """How many export requests arrived (a hanging one included)."""
+        return self._state()["requests"]
+
+    def generations(self, marker: str, count: int = 1, wait: float = 10) -> list[dict]:
+        """The Langfuse generation spans whose attributes mention `marker`, once `count` of them have arrived."""
+        deadline = time.monotonic() + wait
+        found: list[dict] = []
+        while time.monotonic() < deadline:
+            found = [s for s in self.spans() if s["name"] == "model-call" and marker in json.dumps(s["attributes"])]
+            if len(found) >= count:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{len(found)} of {count} generations marked {marker} reached Langfuse")
+
+    def set_mode(self, mode: str) -> None:
+        httpx.post(f"{self.url}/_stub/mode", content=mode, timeout=10)
+
+    def _state(self) -> dict:
+        return httpx.get(f"{self.url}/_stub/spans", timeout=10).json()
 
 
 if __name__ == "__main__":

@@ -26,20 +26,8 @@ def chat(stack, key: str, model: str = "fake-chat", **headers) -> httpx.Response
                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
 
 
-def generations_of(langfuse, request_id: str, count: int = 1, wait: float = 10) -> list[dict]:
-    """The generation spans of one request, once `count` of them have arrived."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        found = [span for span in langfuse.spans()
-                 if span["name"] == "model-call" and request_id in json.dumps(span["attributes"])]
-        if len(found) >= count:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} generations of {request_id} reached Langfuse")
-
-
 def generation_of(langfuse, request_id: str) -> dict:
-    return generations_of(langfuse, request_id)[0]["attributes"]
+    return langfuse.generations(request_id)[0]["attributes"]
 
 
 def attribute(attributes: dict, *fragments: str):
@@ -78,7 +66,7 @@ def test_a_request_that_falls_back_is_one_trace_with_a_generation_per_attempt(st
     request_id = f"lf-{uuid.uuid4().hex[:16]}"
     response = chat(stack, "acme-app", model="falls-back", **{"x-request-id": request_id})
     assert response.status_code == 200 and response.headers["x-litellm-attempted-fallbacks"] == "1"
-    attempts = generations_of(langfuse, request_id, count=2)
+    attempts = langfuse.generations(request_id, count=2)
     assert len(attempts) == 2 and len({span["trace_id"] for span in attempts}) == 1
     [failed] = [span for span in attempts if any("level" in key for key in span["attributes"])]
     [answered] = [span for span in attempts if span is not failed]
@@ -95,7 +83,7 @@ def test_the_trace_id_follows_from_tenant_and_request_id_so_tenants_never_share_
     request_id = f"lf-{uuid.uuid4().hex[:16]}"  # the same id, sent by two tenants
     for key in ("acme-app", "globex-app"):
         assert chat(stack, key, **{"x-request-id": request_id}).status_code == 200
-    spans = generations_of(langfuse, request_id, count=2)
+    spans = langfuse.generations(request_id, count=2)
     by_tenant = {json.loads(attribute(span["attributes"], "observation.metadata.tenant_id")): span["trace_id"]
                  for span in spans}
     assert by_tenant == {tenant: Langfuse.create_trace_id(seed=f"{tenant}:{request_id}") for tenant in ("acme", "globex")}

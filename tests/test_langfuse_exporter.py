@@ -59,17 +59,6 @@ def facts(request_id: str, tenant: str = "acme", failed: bool = False) -> dict:
     }, failed)
 
 
-def spans_with(langfuse, marker: str, count: int, wait: float = 15) -> list[dict]:
-    deadline = time.monotonic() + wait
-    found: list[dict] = []
-    while time.monotonic() < deadline:
-        found = [s for s in langfuse.spans() if s["name"] == "model-call" and marker in json.dumps(s["attributes"])]
-        if len(found) >= count:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{len(found)} of {count} traces marked {marker} reached Langfuse")
-
-
 def test_what_litellm_hands_over_before_it_stops_reaches_langfuse(exporter, langfuse):
     marker = f"exp-{uuid.uuid4().hex[:12]}"
     for n in range(50):
@@ -77,7 +66,7 @@ def test_what_litellm_hands_over_before_it_stops_reaches_langfuse(exporter, lang
     pid = exporter.pid
     exporter.close()  # as when LiteLLM ends: the exporter reads to the end, flushes, and exits
     _wait_for_exit(pid)
-    spans = spans_with(langfuse, marker, 50, wait=2)  # already there: nothing waits in the exporter after exit
+    spans = langfuse.generations(marker, 50, wait=2)  # already there: nothing waits in the exporter after exit
     assert len(spans) == 50
     [failed] = [s for s in spans if any("level" in k and v == "ERROR" for k, v in s["attributes"].items())]
     assert f"{marker}-0" in json.dumps(failed["attributes"])
@@ -104,7 +93,7 @@ def test_a_dead_exporter_is_started_again(exporter, langfuse):
     sent = [exporter.send(facts(f"{marker}-{n}")) for n in range(3)]
     assert exporter.pid not in (None, first)
     assert sent.count(True) >= 2  # the first may meet the dead one's pipe
-    spans_with(langfuse, marker, sent.count(True))
+    langfuse.generations(marker, sent.count(True), wait=15)
 
 
 def test_a_trace_too_large_for_one_atomic_write_is_dropped_whole(exporter):
