@@ -108,21 +108,60 @@ class PiiPolicy(_Strict):
         return self.endpoints.get(endpoint, self.mode) if endpoint else self.mode
 
 
+FIELD_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class FieldsPolicy(_Strict):
+    """Provider-specific request fields, beyond the OpenAI API, that a tenant's requests may carry (default: none).
+
+    They pass to the provider as sent (and are scanned for PII); no field LiteLLM acts on may be named.
+    """
+
+    allow: tuple[str, ...] = ()
+    endpoints: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # per endpoint, replacing `allow`
+    _by_endpoint: dict[str | None, frozenset[str]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("allow")
+    @classmethod
+    def _names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from wrapper.request_fields import LITELLM_OWNED
+
+        for name in names:
+            if not re.match(FIELD_NAME, name):
+                raise ValueError(f"field name {name!r} must match {FIELD_NAME}")
+            if name in LITELLM_OWNED:
+                raise ValueError(f"{name!r} is a field LiteLLM acts on: only the gateway sets it")
+        return names
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoint_names(cls, endpoints: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for names in endpoints.values():
+            cls._names(names)
+        return endpoints
+
+    def model_post_init(self, context) -> None:
+        self._by_endpoint[None] = frozenset(self.allow)
+        self._by_endpoint.update({name: frozenset(names) for name, names in self.endpoints.items()})
+
+    def for_endpoint(self, endpoint: str | None) -> frozenset[str]:
+        return self._by_endpoint.get(endpoint, self._by_endpoint[None])
+
+
 class Tenant(_Strict):
     name: str = ""  # display name
-    models: list[str] = Field(default_factory=list)  # allowed model names; "*" allows all
+    models: list[str] = Field(default_factory=list)  # allowed model names; "*" allows all (wrapper.routing)
     endpoints: list[str] = Field(default_factory=list)  # the app endpoints the tenant owns
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
-
-    def allows_model(self, model: str) -> bool:
-        return "*" in self.models or model in self.models
+    fields: FieldsPolicy = Field(default_factory=FieldsPolicy)
 
     @model_validator(mode="after")
-    def _pii_endpoints_are_own(self) -> Tenant:
-        unknown = sorted(set(self.pii.endpoints) - set(self.endpoints))
-        if unknown:
-            raise ValueError(f"pii.endpoints names endpoints the tenant does not have: {unknown}")
+    def _endpoints_are_own(self) -> Tenant:
+        for section, named in (("pii", self.pii.endpoints), ("fields", self.fields.endpoints)):
+            unknown = sorted(set(named) - set(self.endpoints))
+            if unknown:
+                raise ValueError(f"{section}.endpoints names endpoints the tenant does not have: {unknown}")
         return self
 
 

@@ -1,16 +1,26 @@
-"""Parse a request body once and check it enough to give clear 400s.
+"""Read a request body once, bounded, and check it against its route's allow-list.
 
-LiteLLM and the provider validate the rest; this catches what a client most
-often gets wrong, with a message that says which field and why.
+Every field is checked against wrapper.request_fields before any step reads
+the body: a field the route does not know is a 400 naming it, so is a wrong
+type (never a 500 further on), and so is a free-form value nested more than
+MAX_DEPTH levels (wrapper.shapes). JSON nested beyond what the parser builds
+(1,024 levels) is refused as it is read.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import orjson
 
 from wrapper.errors import bad_request
+from wrapper.request_fields import CHAT, EMBEDDINGS
+from wrapper.shapes import MAX_DEPTH, Object
 
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+# Bodies larger than this are parsed and checked in a worker thread, so one large request does not hold every other
+# one on the event loop for the time it takes.
+INLINE_PARSE_BYTES = 256 * 1024
 
 
 def parse_json_object(raw: bytes) -> dict:
@@ -19,55 +29,32 @@ def parse_json_object(raw: bytes) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise _too_deep() from None
         raise bad_request(f"The request body is not valid JSON ({exc.args[0].split(':')[0]}).") from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     return body
 
 
-def _required(body: dict, name: str):
-    value = body.get(name)
-    if value is None:
-        raise bad_request(f"Missing required field '{name}'.", param=name)
-    return value
+def _too_deep():
+    return bad_request(f"The request body is nested more than {MAX_DEPTH} levels deep.")
 
 
-def _require_model(body: dict) -> None:
-    model = _required(body, "model")
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("'model' must be a non-empty string.", param="model")
+def _parser(shape: Object) -> Callable[[bytes, frozenset[str]], dict]:
+    def parse(raw: bytes, extra_fields: frozenset[str] = frozenset()) -> dict:
+        body = parse_json_object(raw)
+        shape.check(body, "", extra_fields)
+        return body
+
+    return parse
 
 
-def parse_chat_request(raw: bytes) -> dict:
-    body = parse_json_object(raw)
-    _require_model(body)
-    messages = _required(body, "messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty array.", param="messages")
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise bad_request(f"'{where}' must be an object.", param=where)
-        role = message.get("role")
-        if role not in _ROLES:
-            raise bad_request(f"'{where}.role' must be one of {sorted(_ROLES)}.", param=f"{where}.role")
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise bad_request(f"'{where}.content' must be a string or an array of parts.", param=f"{where}.content")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise bad_request("'stream' must be a boolean.", param="stream")
-    if "metadata" in body and body["metadata"] is not None and not isinstance(body["metadata"], dict):
-        raise bad_request("'metadata' must be an object.", param="metadata")
-    return body
+parse_chat_request = _parser(CHAT)
+parse_embeddings_request = _parser(EMBEDDINGS)
 
 
-def parse_embeddings_request(raw: bytes) -> dict:
-    body = parse_json_object(raw)
-    _require_model(body)
-    data = _required(body, "input")
-    valid = isinstance(data, str) or (
-        isinstance(data, list) and data and all(isinstance(x, str | int | list) for x in data)
-    )
-    if not valid:
-        raise bad_request("'input' must be a string or a non-empty array of strings or tokens.", param="input")
-    return body
+async def parse_request(parse: Callable[[bytes, frozenset[str]], dict], raw: bytes, extra_fields: frozenset[str]) -> dict:
+    if len(raw) > INLINE_PARSE_BYTES:
+        return await asyncio.to_thread(parse, raw, extra_fields)
+    return parse(raw, extra_fields)
