@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.identity import gateway_cli  # noqa: E402
 from tests.otlp_stub import OtlpStubProcess  # noqa: E402
 from tests.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
-from custom_callbacks.seal import SEAL_KEY, seal  # noqa: E402
+from custom_callbacks.seal import sealed_metadata  # noqa: E402
 from wrapper.supervisor import LITELLM_OFFLINE_ENV  # noqa: E402
 
 MASTER_KEY = "sk-bench-master-key"
@@ -56,8 +56,7 @@ TTFT_REQUESTS = int(os.environ.get("BENCH_TTFT_REQUESTS", 100))
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}]}
 STREAM = {**CHAT, "model": "bench-stream", "stream": True}
 # For the stack's own LiteLLM called directly: the body the wrapper would send (sealed metadata).
-_SEALED_METADATA = {"gateway_request_id": "bench", "gateway_tenant_id": "bench", "gateway_credential_id": "key:bench"}
-_SEALED_METADATA[SEAL_KEY] = seal(INTERNAL_SECRET.encode(), _SEALED_METADATA)
+_IDENTITY = {"gateway_request_id": "bench", "gateway_tenant_id": "bench", "gateway_credential_id": "key:bench"}
 
 
 SENT: dict[str, int] = {}  # base url -> requests answered 200
@@ -73,7 +72,10 @@ async def timed_post(session, url, headers, body) -> tuple[float, dict]:
 
 
 def body_for(payload: dict, sealed: bool) -> bytes:
-    return orjson.dumps({**payload, "metadata": _SEALED_METADATA} if sealed else payload)
+    if not sealed:
+        return orjson.dumps(payload)
+    upstream = {**payload, "stream_options": {"include_usage": True}} if payload.get("stream") else payload
+    return orjson.dumps({**upstream, "metadata": sealed_metadata(INTERNAL_SECRET.encode(), upstream, _IDENTITY)})
 
 
 async def latency_block(session, url, headers, sealed) -> tuple[list[float], list[float]]:
@@ -323,6 +325,7 @@ def main() -> None:
         alone_ports = {}
         for name, traced in (("alone", True), ("alone_quiet", False)):
             alone_env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                         "GATEWAY_LITELLM_CONFIG": str(guarded),
                          "GATEWAY_CONFIG": str(gateway_config), "GATEWAY_DATABASE_URL": database_url[name],
                          "GATEWAY_VAR_DIR": str(workdir / f"var-{name}"), **(observability(otlp_url) if traced else {})}
             gateway_cli(gateway_config, "db", "upgrade", env=alone_env)

@@ -1,9 +1,13 @@
-"""Refuse LiteLLM requests that did not come through the wrapper.
+"""Refuse LiteLLM requests that did not come through the wrapper, or were changed since.
 
 LiteLLM listens on localhost only, but anyone on the pod who holds the master
 key could still call it directly and skip auth, limits, PII redaction and
 audit. This pre-call hook lets a request through only when its metadata
-carries the wrapper's seal (see seal.py).
+carries the wrapper's seal (see seal.py) and the body still fits it: the model
+sealed, no field beyond those sealed, the control fields' values as sealed, and
+no field LiteLLM acts on (by LiteLLM's own list) unless it is one the gateway
+sets. Defence in depth: the wrapper's allow-list (wrapper/request_fields.py)
+already keeps every such field from a client.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import json
 import logging
 import os
 
+import litellm
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.types.utils import is_litellm_owned_kwarg
 from pydantic import TypeAdapter, ValidationError
 
-from custom_callbacks.seal import SEALED_KEYS, SECRET_ENV, refusal_reason, secret_from_env
+from custom_callbacks.quiet_logs import drop_litellm_tracebacks
+from custom_callbacks.seal import CONTROL_FIELDS, SEALED_KEYS, SECRET_ENV, controls_digest, refusal_reason, secret_from_env
 
 logger = logging.getLogger("custom_callbacks.guard")
 
@@ -37,18 +44,45 @@ if not logger.handlers:  # LiteLLM configures its own loggers only; give ours a 
     logger.propagate = False
 
 REFUSAL = "This LiteLLM instance only serves requests sent through the gateway."
+# Top-level fields LiteLLM's proxy adds to every request before the pre-call hook (checked for 1.108.5 by the stack
+# tests: were it to add another, every request would be refused, loudly).
+ADDED_BY_LITELLM = frozenset({"litellm_call_id", "litellm_logging_obj", "proxy_server_request", "secret_fields",
+                              "litellm_metadata"})
+GATEWAY_SET = frozenset({"metadata", *CONTROL_FIELDS})
+
+
+def body_refusal(data: dict, metadata: dict) -> str | None:
+    """None when the body is the one sealed, else why not (field names only, never values)."""
+    sealed = frozenset(metadata["gateway_fields"].split(","))
+    unsealed = sorted(set(data) - sealed - ADDED_BY_LITELLM)
+    if unsealed:
+        return f"fields that were not sealed: {_names(unsealed)}"
+    sealed_model = metadata["gateway_model"]
+    if data.get("model") not in (sealed_model, litellm.model_alias_map.get(sealed_model)):
+        return "the model is not the one sealed"
+    if controls_digest(data) != (metadata.get("gateway_controls") or ""):
+        return "control fields differ from those sealed"
+    owned = sorted(key for key in data if key in sealed and key not in GATEWAY_SET and is_litellm_owned_kwarg(key))
+    if owned:
+        return f"fields LiteLLM acts on that only the gateway may set: {_names(owned)}"
+    return None
+
+
+def _names(keys: list[str]) -> str:
+    return json.dumps([key[:64] for key in keys[:10]])  # quoted and bounded: safe in a log line
 
 
 class WrapperOnlyGuard(CustomLogger):
     def __init__(self) -> None:
         super().__init__()
         self.secret = secret_from_env()
+        drop_litellm_tracebacks()
         if self.secret is None:
             logger.error("%s is not set: every request will be refused", SECRET_ENV)
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data: dict, call_type):
         metadata = data.get("metadata") or data.get("litellm_metadata")
-        reason = refusal_reason(self.secret, metadata)
+        reason = refusal_reason(self.secret, metadata) or body_refusal(data, metadata)
         if reason is not None:
             logger.warning("refused a %s request that did not come through the wrapper: %s", call_type, reason)
             raise HTTPException(status_code=403, detail={"error": REFUSAL})

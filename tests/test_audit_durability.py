@@ -60,6 +60,7 @@ def wrapper(stack, tmp_path):
     port = free_port()
     env = {"GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": database_url, "GATEWAY_VAR_DIR": str(tmp_path / "var"),
            "GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": stack.litellm_url.rsplit(":", 1)[1],
+           "GATEWAY_LITELLM_CONFIG": str(stack.litellm_config),
            "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET}
     gateway_cli(config, "db", "upgrade", env=env)
     log = tmp_path / "wrapper.log"

@@ -40,14 +40,14 @@ def test_embeddings(openai_client):
     assert len(result.data[0].embedding) == 8 and result.data[0].embedding != result.data[1].embedding
 
 
-def test_a_model_outside_the_tenants_list_is_refused_before_litellm(stack):
-    response = httpx.post(
-        f"{stack.url}/v1/chat/completions",
-        json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
-        headers=stack.auth,
-    )
-    assert response.status_code == 403  # not in acme's allow-list, so LiteLLM is never asked
-    assert "no-such-model" in response.json()["error"]["message"]
+def test_a_model_outside_the_tenants_list_is_refused_before_litellm(stack, fake_provider):
+    before = len(fake_provider.log())
+    for model, status, code in (("globex-private", 403, "model_not_allowed"), ("no-such-model", 404, "model_not_found")):
+        response = httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth,
+                              json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+        assert model in response.json()["error"]["message"]
+    assert len(fake_provider.log()) == before  # LiteLLM was never asked
 
 
 def test_request_id_is_kept_when_well_formed_and_replaced_when_not(stack):

@@ -14,7 +14,7 @@ import orjson
 import yaml
 
 from tests.identity import gateway_cli
-from tests.processes import BIN, free_port, start, stop, wait_until
+from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
 
 BROKEN_DETECTOR = """
 import sys, uvicorn
@@ -38,7 +38,9 @@ def test_a_failed_detection_refuses_the_request_unless_the_tenant_chose_open(tmp
         data["tenants"][tenant]["pii"] = {"mode": "redact", "on_failure": on_failure}
         config.write_text(yaml.safe_dump(data, sort_keys=False))
     port = free_port()
+    models = write_litellm_config(tmp_path / "litellm_config.yaml", fake_provider.url, {"fake-chat": {}})
     env = {"GATEWAY_LITELLM_PORT": fake_provider.url.rsplit(":", 1)[1], "GATEWAY_INTERNAL_SECRET": "x",
+           "GATEWAY_LITELLM_CONFIG": str(models),
            "GATEWAY_CONFIG": str(config), "GATEWAY_VAR_DIR": str(tmp_path / "var")}
     gateway_cli(config, "db", "upgrade", env=env)
     log = tmp_path / "wrapper.log"

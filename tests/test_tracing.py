@@ -14,7 +14,7 @@ import uuid
 import httpx
 
 from tests.identity import gateway_cli
-from tests.processes import BIN, free_port, start, stop, wait_until
+from tests.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
 
 STEPS = {"gateway.request", "authenticate", "pii", "litellm", "audit.commit"}
 
@@ -24,7 +24,9 @@ def test_a_request_is_a_trace_of_its_steps_continued_upstream(tmp_path, fake_pro
     gateway_cli(config, "tenants", "add", "solo", "--models", "fake-chat")
     key = gateway_cli(config, "keys", "create", "--tenant", "solo", "--name", "k")
     port = free_port()
+    models = write_litellm_config(tmp_path / "litellm_config.yaml", fake_provider.url, {"fake-chat": {}})
     env = {"GATEWAY_LITELLM_PORT": fake_provider.url.rsplit(":", 1)[1], "GATEWAY_INTERNAL_SECRET": "x",
+           "GATEWAY_LITELLM_CONFIG": str(models),
            "GATEWAY_CONFIG": str(config), "GATEWAY_VAR_DIR": str(tmp_path / "var"),
            "OTEL_EXPORTER_OTLP_ENDPOINT": langfuse.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     gateway_cli(config, "db", "upgrade", env=env)

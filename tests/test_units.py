@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from custom_callbacks.seal import SEAL_KEY, is_sealed, seal
+from custom_callbacks.seal import controls_digest, is_sealed, sealed_metadata
 from wrapper.request_id import choose_request_id
 from wrapper.stream_usage import StreamUsageCounter
 from wrapper.streaming import StreamSummary, split_events
@@ -91,16 +91,25 @@ def test_other_request_ids_are_replaced(value):
 
 
 def test_seal_verifies_only_with_the_same_secret_and_fields():
-    metadata = {"gateway_request_id": "r1", "gateway_tenant_id": "acme", "gateway_credential_id": "key:1"}
-    metadata[SEAL_KEY] = seal(b"secret", metadata)
+    identity = {"gateway_request_id": "r1", "gateway_tenant_id": "acme", "gateway_credential_id": "key:1",
+                "tags": ["tenant:acme"]}
+    metadata = sealed_metadata(b"secret", {"model": "m", "messages": []}, identity)
+    assert metadata["gateway_model"] == "m" and metadata["gateway_fields"] == "messages,metadata,model"
     assert is_sealed(b"secret", metadata)
-    assert is_sealed(b"secret", {**metadata, "endpoint": "set by LiteLLM", "tags": ["x"]})  # unsealed keys are free
+    assert is_sealed(b"secret", {**metadata, "endpoint": "set by LiteLLM"})  # unsealed keys are free
     assert not is_sealed(b"other", metadata)
     assert not is_sealed(None, metadata)
-    assert not is_sealed(b"secret", {**metadata, "gateway_tenant_id": "globex"})
-    assert not is_sealed(b"secret", {**metadata, "gateway_user_id": "someone"})
+    for key, value in (("gateway_tenant_id", "globex"), ("gateway_user_id", "someone"), ("gateway_model", "other"),
+                       ("gateway_fields", "messages,metadata,model,fallbacks"), ("gateway_controls", "0" * 64),
+                       ("tags", ["tenant:globex"])):
+        assert not is_sealed(b"secret", {**metadata, key: value}), key
     assert not is_sealed(b"secret", {k: v for k, v in metadata.items() if k != "gateway_tenant_id"})
     assert not is_sealed(b"secret", "not a dict")
+
+
+def test_control_fields_are_sealed_by_value():
+    assert controls_digest({"model": "m", "messages": []}) == ""
+    assert controls_digest({"num_retries": 2}) != controls_digest({"num_retries": 10}) != ""
 
 
 def test_stream_summary_keeps_what_the_model_produced_text_and_tool_arguments():

@@ -31,9 +31,9 @@ from wrapper.logs import configure_logging
 from wrapper.metrics import GatewayMetrics
 from wrapper.pii import PiiScanner, protect
 from wrapper.proxy import forward
-from wrapper.request_body import parse_chat_request, parse_embeddings_request
+from wrapper.request_body import parse_chat_request, parse_embeddings_request, parse_request
 from wrapper.request_id import RequestIdMiddleware
-from wrapper.routing import check_model_allowed, models_for_tenant
+from wrapper.routing import ModelCatalog
 from wrapper.settings import Settings, get_settings
 from wrapper.stream_usage import StreamUsageCounter
 from wrapper.streaming import wait_for_disconnect
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secret = settings.internal_secret.encode()
     litellm = LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
     gateway_config = ConfigStore(settings.config)
+    catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
     jwks = JwksCache()
     audit_store = AuditStore(make_engine(settings.database_url))
     audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
@@ -106,11 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The request flow of every model call, in order."""
         with step("authenticate"):
             ctx = await admit_caller(request, Role.app)  # 1. authenticate
-        ctx.body = body = parse_body(await read_body(request, settings.max_body_bytes))
+        # Every field checked against the route's allow-list (and the tenant's own extra fields), nesting bounded.
+        raw = await read_body(request, settings.max_body_bytes)
+        ctx.body = body = await parse_request(parse_body, raw, ctx.tenant.fields.for_endpoint(ctx.principal.endpoint))
         # 2. limits and budget, 3. input guardrails: later issues slot in here.
         with step("pii"):
             restorer = await protect(ctx, body, pii_scanner)  # 4. PII: redact or pseudonymize in place, or block
-        check_model_allowed(ctx.tenant, body["model"])  # 5. route: the tenant's allow-list
+        ctx.model_group = catalog.route(ctx.tenant, body["model"])  # 5. route: aliases, the tenant's allow-list
         # 6. cache layers slot in here.
         # 7-8. LiteLLM, and the response path (the audit middleware commits the record before the answer ends)
         return await forward(litellm, path, body, ctx, secret, restorer=restorer, usage_counter=usage_counter,
@@ -130,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status, content = await litellm.get("/v1/models")
         if status != 200:
             raise GatewayError(502, "The model router could not list models.", code="upstream_error")
-        return Response(models_for_tenant(content, ctx.tenant), media_type="application/json")
+        return Response(catalog.listing_for(content, ctx.tenant), media_type="application/json")
 
     app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
     app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
@@ -141,10 +144,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
+        if not audit_writer.alive:  # nothing can be answered without it: let the orchestrator restart the process
+            raise GatewayError(503, "The audit writer has stopped.", code="audit_writer_stopped")
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz() -> dict:
+        if not audit_writer.alive:
+            raise GatewayError(503, "The audit writer has stopped.", code="audit_writer_stopped")
         try:
             status, _ = await litellm.get("/health/liveliness")
         except GatewayError:

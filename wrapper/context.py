@@ -59,7 +59,8 @@ class RequestContext:
     client_addr: str | None = None
     principal: Principal | None = None  # set by authentication, read by every later step
     tenant: Tenant | None = None  # the principal's tenant, from the same config snapshot
-    body: dict | None = None  # the request as forwarded (after PII redaction)
+    body: dict | None = None  # the request as checked (after PII redaction): the client's fields only
+    model_group: str | None = None  # the model LiteLLM is asked for: the request's, aliases resolved (step 5)
     outcome: Outcome = field(default_factory=Outcome)
     guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
     pii: dict = field(default_factory=dict)  # mode, and entity type -> count found; never values

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from starlette.responses import Response
 
-from custom_callbacks.seal import SEAL_KEY, SEALED_KEYS, seal
+from custom_callbacks.seal import CLIENT_METADATA_KEY, sealed_metadata
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
 from wrapper.pii import Restorer
@@ -24,32 +24,35 @@ from wrapper.upstream import LiteLLMClient, passed_headers, raw_chunks
 # nginx's convention for "the client closed the connection before the answer": recorded, never seen.
 CLIENT_CLOSED = 499
 
-_GATEWAY_OWNED = {*SEALED_KEYS, SEAL_KEY, "tags"}
-
 
 def sealed_body(body: dict, ctx: RequestContext, secret: bytes) -> bytes:
-    """The body LiteLLM receives: the client's, with the tenant context sealed into its metadata.
+    """The body LiteLLM receives: the client's checked fields, the model the route resolved, and sealed metadata.
 
-    The client may send metadata of its own, but never the gateway's fields or tags:
-    those are set here from the authenticated principal only.
+    Every field here passed the route's allow-list (wrapper.request_fields); the gateway adds only what it owns:
+    the tenant context, from the authenticated principal, and the usage a stream must report for the record.
+    The client's own metadata travels nested under CLIENT_METADATA_KEY, so none of its keys is read by LiteLLM
+    as one of its own (tags, trace ids, budgets ...).
     """
     principal = ctx.principal
-    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _GATEWAY_OWNED}
-    metadata.update(
-        gateway_request_id=ctx.request_id,
-        gateway_tenant_id=principal.tenant,
-        gateway_user_id=principal.user,
-        gateway_endpoint=principal.endpoint,
-        gateway_credential_id=principal.credential_id,
-        tags=[f"tenant:{principal.tenant}"] + ([f"endpoint:{principal.endpoint}"] if principal.endpoint else []),
-    )
-    metadata[SEAL_KEY] = seal(secret, metadata)
-    upstream = {**body, "metadata": metadata}
+    upstream = {key: value for key, value in body.items() if key != "metadata"}
+    upstream["model"] = ctx.model_group
     if body.get("stream"):  # usage (and LiteLLM's cost) arrive in a last chunk only when asked for
         upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     user = principal.user or body.get("user")
     if user:
         upstream["user"] = user
+    identity = {
+        "gateway_request_id": ctx.request_id,
+        "gateway_tenant_id": principal.tenant,
+        "gateway_user_id": principal.user,
+        "gateway_endpoint": principal.endpoint,
+        "gateway_credential_id": principal.credential_id,
+        "tags": [f"tenant:{principal.tenant}"] + ([f"endpoint:{principal.endpoint}"] if principal.endpoint else []),
+    }
+    metadata = sealed_metadata(secret, upstream, identity)
+    if body.get("metadata"):
+        metadata[CLIENT_METADATA_KEY] = body["metadata"]
+    upstream["metadata"] = metadata
     return orjson.dumps(upstream)
 
 
@@ -129,7 +132,7 @@ async def _forward_stream(litellm: LiteLLMClient, path: str, upstream_body: byte
                 # Cut short (client gone, stream broken): the provider billed what it produced; count it.
                 # The record waits for this; the client, gone or given its error already, does not.
                 summary.usage = await usage_counter.count(
-                    ctx.body, summary.produced, ctx.outcome.tier or ctx.body["model"], deployment_id, ctx.request_id)
+                    ctx.body, summary.produced, ctx.outcome.tier or ctx.model_group, deployment_id, ctx.request_id)
 
     headers["x-gateway-overhead-ms"] = ctx.overhead_ms(waited)
     return EventStreamResponse(events(), headers)
