@@ -1,8 +1,10 @@
 """Step 4 of the flow: find personal data in what the request would send, and act on the policy.
 
-Every text the provider would read is scanned: message contents (strings and
-text parts), tool-call arguments, tool results, embeddings input, and system
-prompts unless the policy leaves them out. The body is changed in place, so
+Every text the provider would read is scanned (see `_text_slots`): message
+contents, names, refusals and reasoning, tool-call arguments and results, tool
+and function descriptions and parameter schemas, response_format schemas, stop
+sequences, predicted output, `user`, metadata values, a tenant's extra fields,
+embeddings input, and system prompts unless the policy leaves them out. The body is changed in place, so
 nothing downstream (LiteLLM, the provider, the audit record) ever holds the
 raw values. The context gets the types and counts found, never the values.
 """
@@ -57,7 +59,7 @@ async def protect(ctx: RequestContext, body: dict, scanner: PiiScanner) -> Resto
     mode = policy.mode_for(ctx.principal.endpoint)
     if mode is PiiMode.off:
         return None
-    slots = list(_text_slots(body, policy))
+    slots = list(_text_slots(body, policy, ctx.tenant.fields.for_endpoint(ctx.principal.endpoint)))
     try:
         if sum(len(container[key]) for container, key in slots) > INLINE_SCAN_CHARS:
             found = await asyncio.to_thread(_scan, slots, policy, scanner)
@@ -119,20 +121,42 @@ def _numbered(pseudonyms: _Pseudonyms, entity: str):
     return lambda value: pseudonyms.placeholder(entity, value)
 
 
-def _text_slots(body: dict, policy: PiiPolicy) -> Iterator[tuple[object, object]]:
-    """(container, key) of every non-empty string the provider would read."""
-    if "messages" in body:
-        for message in body["messages"]:
-            if message.get("role") in SYSTEM_ROLES and not policy.system_prompts:
-                continue
-            yield from _content_slots(message)
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict) and _is_text(function.get("arguments")):
-                    yield function, "arguments"
-            legacy = message.get("function_call")
-            if isinstance(legacy, dict) and _is_text(legacy.get("arguments")):
-                yield legacy, "arguments"
+def _text_slots(body: dict, policy: PiiPolicy, extra_fields: frozenset[str]) -> Iterator[tuple[object, object]]:
+    """(container, key) of every non-empty string the provider would read.
+
+    Left alone, by design: identifiers (model, roles, ids, tool and schema names, JSON Schema keywords such as
+    `type` and property names), image URLs and base64 data (images, audio, files), and reasoning models'
+    `thinking_blocks`, whose signature a provider checks.
+    """
+    for message in body.get("messages") or ():
+        if message.get("role") in SYSTEM_ROLES and not policy.system_prompts:
+            continue
+        yield from _content_slots(message)
+        yield from _texts(message, ("name", "refusal", "reasoning_content"))
+        for call in message.get("tool_calls") or ():
+            yield from _texts(call.get("function") or {}, ("arguments",))
+            yield from _texts(call.get("custom") or {}, ("input",))
+        yield from _texts(message.get("function_call") or {}, ("arguments",))
+    for tool in body.get("tools") or ():
+        for definition in (tool.get("function"), tool.get("custom")):
+            if definition:
+                yield from _texts(definition, ("description",))
+                yield from _schema_texts(definition, "parameters")
+                yield from _schema_texts(definition, "format")
+    for function in body.get("functions") or ():
+        yield from _texts(function, ("description",))
+        yield from _schema_texts(function, "parameters")
+    json_schema = (body.get("response_format") or {}).get("json_schema")
+    if json_schema:
+        yield from _texts(json_schema, ("description",))
+        yield from _schema_texts(json_schema, "schema")
+    prediction = body.get("prediction")
+    if prediction:
+        yield from _content_slots(prediction)
+    yield from _texts(body, ("user",))
+    for key in ("stop", "metadata", *extra_fields):
+        if key in body:
+            yield from _leaves(body, key)
     if "input" in body:  # embeddings
         value = body["input"]
         if _is_text(value):
@@ -152,8 +176,37 @@ def _content_slots(message: dict) -> Iterator[tuple[object, object]]:
         yield message, "content"
     elif isinstance(content, list):
         for part in content:
-            if isinstance(part, dict) and _is_text(part.get("text")):
-                yield part, "text"
+            if isinstance(part, dict):
+                yield from _texts(part, ("text", "refusal"))
+
+
+def _texts(container: dict, keys: tuple[str, ...]) -> Iterator[tuple[object, object]]:
+    for key in keys:
+        if _is_text(container.get(key)):
+            yield container, key
+
+
+# JSON Schema keywords whose values are vocabulary or names, not text: changing them would break the schema.
+_SCHEMA_WORDS = frozenset({"type", "format", "$ref", "$schema", "$id", "required", "additionalProperties"})
+
+
+def _schema_texts(container: dict, key: str) -> Iterator[tuple[object, object]]:
+    if isinstance(container.get(key), dict | list):
+        yield from _leaves(container, key, skip=_SCHEMA_WORDS)
+
+
+def _leaves(container, key, skip: frozenset[str] = frozenset()) -> Iterator[tuple[object, object]]:
+    """Every non-empty string inside container[key] (depth is bounded where the body is parsed)."""
+    value = container[key]
+    if _is_text(value):
+        yield container, key
+    elif isinstance(value, dict):
+        for inner in value:
+            if inner not in skip:
+                yield from _leaves(value, inner, skip)
+    elif isinstance(value, list):
+        for index in range(len(value)):
+            yield from _leaves(value, index, skip)
 
 
 def _is_text(value: object) -> bool:
