@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
-from wrapper.audit.query import time_param
+from wrapper.audit.query import text_params, time_param
 from wrapper.audit.schema import audit_events
 from wrapper.auth.principal import readable_tenants
 from wrapper.context import RequestContext
@@ -40,6 +40,7 @@ def costs_router(engine: AsyncEngine, admit: Admit) -> APIRouter:
     async def costs(request: Request) -> Response:
         ctx = await admit(request, Role.finance)
         query = request.query_params
+        text_params(query)
         tenants = readable_tenants(ctx.principal, query.get("tenant"))
         group_by = _group_by(query.get("group_by", "tenant"))
         granularity = query.get("granularity")

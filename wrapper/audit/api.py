@@ -7,6 +7,7 @@ query layer, which applies it in SQL on every path.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from wrapper.audit.export import check_window, export_lines
-from wrapper.audit.query import MAX_LIMIT, EventFilter, events_for_request, list_events, time_param
+from wrapper.audit.query import MAX_LIMIT, EventFilter, events_for_request, list_events, text_params, time_param
 from wrapper.audit.signing import Signer
 from wrapper.audit.store import AuditStore
 from wrapper.auth.principal import readable_tenants
@@ -33,10 +34,9 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     async def events(request: Request) -> Response:
         ctx = await admit(request, Role.auditor)
         query = request.query_params
-        limit = _integer(query.get("limit", "100"), "limit")
-        if not 1 <= limit <= MAX_LIMIT:
-            raise bad_request(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
-        status = _integer(query["status"], "status") if "status" in query else None
+        text_params(query)
+        limit = _integer(query.get("limit", "100"), "limit", 1, MAX_LIMIT)
+        status = _integer(query["status"], "status", 100, 599) if "status" in query else None
         flt = EventFilter(
             tenants=readable_tenants(ctx.principal, query.get("tenant")),
             since=time_param(query.get("since"), "since"), until=time_param(query.get("until"), "until"),
@@ -52,6 +52,7 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     @router.get("/events/{request_id}")
     async def event(request: Request, request_id: str) -> Response:
         ctx = await admit(request, Role.auditor)
+        text_params(request.query_params, request_id)
         found = await events_for_request(engine, request_id, readable_tenants(ctx.principal, None))
         if not found:
             raise GatewayError(404, f"No audit record of request '{request_id}' is visible to this credential.",
@@ -61,6 +62,7 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     @router.get("/verify")
     async def verify(request: Request) -> Response:
         ctx = await admit(request, Role.auditor)
+        text_params(request.query_params)
         scope = readable_tenants(ctx.principal, request.query_params.get("tenant"))
         tenants = scope if scope is not None else await store.tenants()
         verdicts = [await store.verify(tenant, {signer.key_id: signer.public_key}) for tenant in tenants]
@@ -74,6 +76,7 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     async def export(request: Request) -> Response:
         ctx = await admit(request, Role.auditor)
         query = request.query_params
+        text_params(query)
         tenant = query.get("tenant") or (None if Role.admin in ctx.principal.roles else ctx.principal.tenant)
         if tenant is None:
             raise bad_request("An export is of one tenant: pass ?tenant=.", param="tenant")
@@ -89,12 +92,19 @@ def audit_router(store: AuditStore, signer: Signer, admit: Admit) -> APIRouter:
     return router
 
 
-def _integer(value: str, name: str) -> int:
+def _integer(value: str, name: str, lowest: int, highest: int) -> int:
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise bad_request(f"{name} must be an integer.", param=name) from None
+        number = None
+    if number is None or not lowest <= number <= highest:
+        raise bad_request(f"{name} must be an integer from {lowest} to {highest}.", param=name)
+    return number
 
 
 def _json(content: dict) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
+    try:
+        body = orjson.dumps(content)
+    except orjson.JSONEncodeError:  # a record nested deeper than orjson writes (kept from before bodies were bounded)
+        body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, media_type="application/json")

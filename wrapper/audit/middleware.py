@@ -133,7 +133,11 @@ class _Exchange:
         if delivery.status >= 400 and not delivery.streamed:
             delivery.error = error_in(delivery.response_body)
         tenant = self.ctx.tenant
-        record = build_record(self.ctx, delivery)
+        try:
+            record = build_record(self.ctx, delivery)
+        except Exception:  # a bug must cost this request its answer (no record, no answer), never the writer
+            logger.exception("could not build the audit record of a request")
+            return not answering
         for observe in self.observers:
             try:
                 observe(record)

@@ -29,6 +29,7 @@ import orjson
 from wrapper.audit.chain import canonical
 from wrapper.context import RequestContext
 from wrapper.gateway_config import SYSTEM_TENANT, AuditContent
+from wrapper.shapes import within_depth
 
 
 @dataclass
@@ -69,15 +70,15 @@ def build_record(ctx: RequestContext, delivery: Delivery) -> dict:
         "occurred_at": ctx.received_at,
         "completed_at": datetime.now(UTC),
         "tenant": principal.tenant if principal else SYSTEM_TENANT,
-        "user": principal.user if principal else None,
+        "user": _column_text(principal.user) if principal else None,
         "endpoint": principal.endpoint if principal else None,
         "credential_id": principal.credential_id if principal else None,
         "client_addr": ctx.client_addr,
         "method": delivery.method,
         "path": delivery.path,
         "model": body.get("model") if isinstance(body.get("model"), str) else None,
-        "model_served": outcome.model_served or (stream.model if stream else None),
-        "tier": outcome.tier,
+        "model_served": _column_text(outcome.model_served or (stream.model if stream else None)),
+        "tier": _column_text(outcome.tier),
         "stream": delivery.streamed,
         "status": status,
         "outcome": outcome_of(status),
@@ -112,9 +113,18 @@ def _content(ctx: RequestContext, delivery: Delivery) -> dict:
         body = ctx.outcome.redacted_answer if ctx.outcome.redacted_answer is not None else delivery.response_body
         try:
             response = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
+            if isinstance(response, dict | list) and not within_depth(response):
+                raise ValueError  # the record's canonical form must be writable: a deep answer is kept as text
+        except (orjson.JSONDecodeError, ValueError):
             response = body.decode("utf-8", "replace")
     return {"policy": "full", "request": ctx.body, "response": response}
+
+
+def _column_text(value: object) -> str | None:
+    """A text the audit table's query columns can hold (VARCHAR(256), no NUL), whoever chose it: provider, IdP."""
+    if not isinstance(value, str):
+        return None
+    return value.replace("\x00", "")[:256]
 
 
 def sha256_hex(data: bytes) -> str:

@@ -9,6 +9,11 @@ When the store fails, records go to the local spool (they are replayed, in
 order, before anything newer once the store answers again) and `commit` tells
 each request whether it may be answered: always for a tenant that chose
 fail-open, never (AuditUnavailable, a 503) for one that did not.
+
+The writer cannot be stopped by a record: whatever goes wrong with one batch
+is that batch's requests' error (503), and the next batch is written. Should
+its task end anyway, `alive` says so (the health probes report it) and every
+request fails at once with 503 instead of waiting for a commit that never comes.
 """
 
 from __future__ import annotations
@@ -51,18 +56,35 @@ class AuditWriter:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._task.add_done_callback(self._ended)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def close(self) -> None:
         """Write everything still queued, then stop."""
         if self._task is None:
             return
-        await self._queue.join()
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
+        if self.alive:
+            await self._queue.join()
+        task, self._task = self._task, None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        if self._task is not task:
+            return  # closed on purpose
+        error = None if task.cancelled() else task.exception()
+        logger.critical("the audit writer stopped (%s): every request is refused until the process restarts",
+                        type(error).__name__ if error else "cancelled")
+        while not self._queue.empty():
+            _settle(self._queue.get_nowait().committed, AuditUnavailable())
 
     async def commit(self, record: dict, fail_open: bool) -> None:
         """Return once the record is durable; raise AuditUnavailable when the request must not be answered."""
+        if not self.alive:
+            raise AuditUnavailable()
         pending = _Pending(record, fail_open, asyncio.get_running_loop().create_future())
         pending.committed.add_done_callback(_retrieve)  # no warning when the waiter was cancelled
         self._queue.put_nowait(pending)
@@ -81,6 +103,10 @@ class AuditWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._write(batch)
+            except Exception:  # a bug of this batch's: its requests get 503, the writer goes on with the next
+                logger.exception("could not write a batch of %d audit records", len(batch))
+                for pending in batch:
+                    _settle(pending.committed, AuditUnavailable())
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -119,7 +145,7 @@ class AuditWriter:
                                       error_code="audit_unavailable")
         try:
             self.spool.append([p.record for p in batch])
-        except OSError:
+        except Exception:  # a full disk, or a record that cannot be written at all
             logger.exception("the audit spool cannot be written either: refusing these requests")
             for pending in batch:
                 _settle(pending.committed, AuditUnavailable())
