@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     log_requests: bool = False
     # A spaCy pipeline (installed package name or directory) for names and places in PII detection; unset: off.
     pii_ner_model: str | None = None
+    # Addresses (IPs or CIDRs, comma-separated) of the reverse proxies in front of the wrapper whose X-Forwarded-For
+    # is believed for the client address; unset, no one's is (any client could write the header).
+    trusted_proxies: str = ""
     metrics_token: str | None = None  # bearer for GET /metrics; unset: loopback clients only
     metrics_users: int = Field(0, ge=0)  # label up to this many distinct users in per-user metrics (0: none)
 

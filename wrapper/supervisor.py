@@ -80,9 +80,12 @@ def _quiet_access_log_config(var_dir: Path) -> Path:
 
 
 def wrapper_command(settings: Settings) -> list[str]:
+    # X-Forwarded-For names the client only when a trusted proxy sent it (uvicorn would believe any local caller).
+    trusted = settings.trusted_proxies.strip()
+    forwarded = ["--proxy-headers", "--forwarded-allow-ips", trusted] if trusted else ["--no-proxy-headers"]
     return [
         sys.executable, "-m", "uvicorn", "wrapper.app:create_app", "--factory",
-        "--host", settings.host, "--port", str(settings.port),
+        "--host", settings.host, "--port", str(settings.port), *forwarded,
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]
 

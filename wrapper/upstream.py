@@ -1,6 +1,7 @@
 """The wrapper's one connection pool to LiteLLM, and how its failures map to statuses.
 
-LiteLLM's status is passed on for client mistakes (400, 404, 413, 422, 429).
+LiteLLM's status is passed on for refusals of what the client asked (a 4xx,
+but 401/403/407, which mean the platform's credentials, and 408, a timeout).
 Trouble on the way to the model becomes 502 (LiteLLM unreachable or the
 provider failed), 503 (the provider said it is unavailable) or 504 (timeout),
 always in the OpenAI envelope, with the upstream message kept.
@@ -26,7 +27,6 @@ _PASSED_HEADERS = (
     "x-litellm-attempted-fallbacks",
     "x-litellm-model-group",
 )
-_CLIENT_STATUSES = {400, 404, 413, 422, 429}
 
 
 @dataclass
@@ -130,11 +130,12 @@ def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> GatewayError:
     message, kind = _upstream_message(content)
     extra = passed_headers(headers)
-    if status in _CLIENT_STATUSES:
-        return GatewayError(status, message, type=kind, code=str(status), headers=extra)
-    if status in (401, 403):
+    if status in (401, 403, 407):
         # LiteLLM refusing the wrapper, or a provider refusing the platform's key: not the client's fault.
         return GatewayError(502, "The gateway could not authenticate upstream.", code="upstream_auth_failed")
+    if 400 <= status < 500 and status != 408:
+        # The request was refused for what it asked (a provider's 400, a context too long, 429): the client's to fix.
+        return GatewayError(status, message, type=kind, code=str(status), headers=extra)
     if status in (408, 504):
         return GatewayError(504, message, code="upstream_timeout", headers=extra)
     if status == 503:
