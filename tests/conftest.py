@@ -40,8 +40,10 @@ TENANT_MODELS = {
     "acme": [m for m in FAKE_MODELS if m != "globex-private"],
     "globex": ["fake-chat", "globex-private"],
     "initech": ["fake-echo", "fake-echo-chars", "fake-embed", "fake-chat"],
+    "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
 }
-TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"]}
+TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
+                    "hooli": ["kiosk"]}
 # initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;
 # a tenant pattern adds employee ids. Its audit keeps full (redacted) content, to show no raw value lands there.
 INITECH_PII = {
@@ -81,6 +83,7 @@ class Stack:
     keys: dict[str, str]  # name -> API key
     idp: IdentityProvider
     database_url: str  # its audit store (a fresh PostgreSQL database per test session)
+    litellm_config: Path  # the models its LiteLLM serves (a wrapper of a test's own in front of it reads it too)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -105,7 +108,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
     for tenant, models in TENANT_MODELS.items():
         gateway_cli(path, "tenants", "add", tenant, "--models", *models, "--endpoints", *TENANT_ENDPOINTS[tenant])
     config = yaml.safe_load(path.read_text())
-    config["tenants"]["initech"].update(pii=INITECH_PII, audit={"content": "full"})
+    config["tenants"]["initech"].update(pii=INITECH_PII, audit={"content": "full"}, fields={"allow": ["vendor_options"]})
+    config["tenants"]["hooli"].update(fields={"allow": ["top_k"]})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return {
         "initech-app": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "initech-app"),
@@ -119,6 +123,7 @@ def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
         "globex-auditor": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "audit", "--role", "auditor"),
         "acme-finance": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "finance", "--role", "finance"),
         "admin": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "platform", "--role", "admin"),
+        "hooli-app": gateway_cli(path, "keys", "create", "--tenant", "hooli", "--name", "hooli-app"),
     }
 
 
@@ -188,7 +193,7 @@ def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Sta
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(f"{url}/readyz", 90, process, log)
-    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log, gateway_config, keys, idp, stack_database)
+    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log, gateway_config, keys, idp, stack_database, config)
     assert stop(process) == 0, log.read_text()[-3000:]
 
 
