@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 
@@ -86,9 +87,26 @@ async def protect(ctx: RequestContext, body: dict, scanner: PiiScanner) -> Resto
     return Restorer(pseudonyms.originals()) if pseudonyms and pseudonyms.by_value else None
 
 
+# Between the texts of one request, scanned as one: no recognizer's pattern spans it (it is neither a word, a digit
+# nor a space, and blank lines surround it). One scan instead of one per field: a tool schema's ten descriptions
+# cost ~70 us each as separate scans.
+_SEPARATOR = "\n\n\u2042\n\n"
+
+
 def _scan(slots, policy: PiiPolicy, scanner: PiiScanner) -> list[tuple[object, object, list[RecognizerResult]]]:
-    return [(container, key, _one_per_span(scanner.find(container[key], policy.entities, policy.recognizers)))
-            for container, key in slots]
+    texts = [container[key] for container, key in slots]
+    starts, offset = [], 0
+    for text in texts:
+        starts.append(offset)
+        offset += len(text) + len(_SEPARATOR)
+    per_slot: list[list[RecognizerResult]] = [[] for _ in texts]
+    for result in scanner.find(_SEPARATOR.join(texts), policy.entities, policy.recognizers) if texts else ():
+        index = bisect_right(starts, result.start) - 1
+        start = starts[index]
+        if result.end <= start + len(texts[index]):  # within one text (a match across texts is no match)
+            per_slot[index].append(RecognizerResult(result.entity_type, result.start - start, result.end - start,
+                                                    result.score))
+    return [(container, key, _one_per_span(results)) for (container, key), results in zip(slots, per_slot)]
 
 
 def _one_per_span(results: list[RecognizerResult]) -> list[RecognizerResult]:
