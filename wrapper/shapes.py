@@ -28,6 +28,7 @@ _CONTAINERS = frozenset({dict, list})
 
 
 def unsupported(path: str) -> GatewayError:
+    path = path[:200]  # a client's own key, echoed back: bounded
     return GatewayError(400, f"Unrecognized request argument supplied: {path}", code="unsupported_parameter", param=path)
 
 
