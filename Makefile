@@ -29,6 +29,7 @@ bench: install
 	$(VENV)/bin/python bench/overhead.py
 	$(VENV)/bin/python bench/audit_store.py
 	$(VENV)/bin/python bench/pii.py
+	$(VENV)/bin/python bench/fuzz.py
 
 install: $(VENV)/.installed
 

@@ -35,11 +35,11 @@ import asyncpg
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.identity import gateway_cli  # noqa: E402
-from tests.otlp_stub import OtlpStubProcess  # noqa: E402
-from tests.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
 from custom_callbacks.seal import sealed_metadata  # noqa: E402
-from wrapper.supervisor import LITELLM_OFFLINE_ENV  # noqa: E402
+from tests.support.identity import gateway_cli  # noqa: E402
+from tests.support.otlp_stub import OtlpStubProcess  # noqa: E402
+from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
+from wrapper.cli.up import LITELLM_OFFLINE_ENV  # noqa: E402
 
 MASTER_KEY = "sk-bench-master-key"
 INTERNAL_SECRET = "bench-internal-secret"
@@ -273,7 +273,7 @@ def main() -> None:
     database_url = {name: f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}" for name, db in databases.items()}
     try:
         fake_port = free_port()
-        fake = start([str(BIN / "python"), "-m", "tests.fake_provider", "--port", str(fake_port),
+        fake = start([str(BIN / "python"), "-m", "tests.support.fake_provider", "--port", str(fake_port),
                       "--behaviours", orjson.dumps(MODELS).decode()], workdir / "fake.log")
         processes.append(fake)
         fake_url = f"http://127.0.0.1:{fake_port}"

@@ -1,9 +1,9 @@
 """Time PII protection adds to a request, in process (no HTTP, no provider).
 
-`protect()` (wrapper/pii) is timed with perf_counter on one uvloop event loop,
+The PII step's request half (wrapper/pii/step.py) is timed with perf_counter on one uvloop event loop,
 as the wrapper runs it. The scanner is built once, as the wrapper builds it at
 start-up. Each run gets a fresh deep copy of a chat body (one user message of
-exactly 2,048 characters), because protect() rewrites the body in place; the
+exactly 2,048 characters), because the step rewrites the body in place; the
 copy is made outside the timed span. After a warm-up, p50 and p99 over the
 runs, for three prompts:
   - a support ticket in plain prose with a handful of personal values (an email,
@@ -15,7 +15,7 @@ runs, for three prompts:
 in modes redact and pseudonymize (and off once, the floor: the policy lookup).
 Then, for the support ticket pseudonymised, restoring an answer that echoes the
 redacted prompt: as one chat completion (`Restorer.answer`) and as a stream of
-50 SSE events then `data: [DONE]` (`Restorer.stream().event` per event), timed
+50 SSE events then `data: [DONE]` (`Restorer.event` per event, `end` before [DONE]), timed
 per answer. Prints a markdown table and writes it to bench/results/pii.md.
 The goal (the issue's): at most 2 ms added at p50 for a 2 KB prompt.
 """
@@ -36,12 +36,12 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wrapper.auth import Principal  # noqa: E402
+from wrapper.config import Role, Tenant  # noqa: E402
 from wrapper.context import RequestContext  # noqa: E402
-from wrapper.gateway_config import Role, Tenant  # noqa: E402
 
 _IMPORT_STARTED = time.perf_counter()  # the PII modules' own start-up cost: Presidio, libphonenumber, tldextract
-from wrapper.pii import PiiScanner, protect  # noqa: E402
-from wrapper.pii.redact import protect as _load_redact  # noqa: E402, F401  (imported here so its cost counts as import)
+from wrapper.pii import PiiScanner, PiiStep  # noqa: E402
+from wrapper.routes.chat import ChatRoute  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORT_STARTED
 
@@ -170,7 +170,15 @@ def context(mode: str) -> RequestContext:
     ctx = RequestContext("bench")
     ctx.tenant = Tenant(pii={"mode": mode})
     ctx.principal = Principal("t", None, None, frozenset({Role.app}), "key:x")
+    ctx.policy, ctx.route = ctx.tenant.policy(None), ChatRoute()
     return ctx
+
+
+async def protect(ctx: RequestContext, request: dict, scanner: PiiScanner):
+    """The step's request half, as the pipeline runs it (mode off: the pipeline's own check, nothing run)."""
+    ctx.body = request
+    step = PiiStep(scanner)
+    return await step.request(ctx) if step.mode(ctx).value != "off" else None
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -209,7 +217,7 @@ def time_per_answer(make: Callable[[], object]) -> tuple[float, float]:
 async def time_restore(scanner: PiiScanner) -> tuple[list[tuple[str, float, float]], int]:
     """Restoring an answer that echoes the pseudonymised support ticket: whole, then as 50 SSE events."""
     request = body(PROMPTS[REALISTIC])
-    restorer = await protect(context("pseudonymize"), request, scanner)
+    restorer = (await protect(context("pseudonymize"), request, scanner)).half
     redacted = request["messages"][0]["content"]
     completion = orjson.dumps({
         "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "bench",
@@ -226,9 +234,8 @@ async def time_restore(scanner: PiiScanner) -> tuple[list[tuple[str, float, floa
     # Not timed: the restored answer must be the prompt as the client sent it.
     if orjson.loads(restorer.answer(completion))["choices"][0]["message"]["content"] != PROMPTS[REALISTIC]:
         raise RuntimeError("the restored answer differs from the original prompt")
-    stream = restorer.stream()
     streamed = "".join(orjson.loads(out[6:])["choices"][0]["delta"].get("content", "")
-                       for out in map(stream.event, events) if out != b"data: [DONE]\n\n")
+                       for out in map(restorer.event, events) if out != b"data: [DONE]\n\n")
     if streamed != PROMPTS[REALISTIC]:
         raise RuntimeError("the restored stream differs from the original prompt")
 
@@ -236,9 +243,10 @@ async def time_restore(scanner: PiiScanner) -> tuple[list[tuple[str, float, floa
         restorer.answer(completion)
 
     def streamed_answer() -> None:
-        stream = restorer.stream()
         for event in events:
-            stream.event(event)
+            if event.startswith(b"data: [DONE]"):
+                restorer.end()
+            restorer.event(event)
 
     return [("whole answer (chat completion, 2 KB content)", *time_per_answer(whole)),
             (f"stream of {len(events) - 1} SSE events + [DONE]", *time_per_answer(streamed_answer))], len(restorer.originals)

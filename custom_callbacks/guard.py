@@ -6,7 +6,7 @@ audit. This pre-call hook lets a request through only when its metadata
 carries the wrapper's seal (see seal.py) and the body still fits it: the model
 sealed, no field beyond those sealed, the control fields' values as sealed, and
 no field LiteLLM acts on (by LiteLLM's own list) unless it is one the gateway
-sets. Defence in depth: the wrapper's allow-list (wrapper/request_fields.py)
+sets. Defence in depth: the wrapper's allow-lists (wrapper/routes)
 already keeps every such field from a client.
 """
 
@@ -23,7 +23,15 @@ from litellm.types.utils import is_litellm_owned_kwarg
 from pydantic import TypeAdapter, ValidationError
 
 from custom_callbacks.quiet_logs import drop_litellm_tracebacks
-from custom_callbacks.seal import CONTROL_FIELDS, SEALED_KEYS, SECRET_ENV, controls_digest, refusal_reason, secret_from_env
+from custom_callbacks.seal import (
+    CONTROL_FIELDS,
+    SEALED_KEYS,
+    SECRET_ENV,
+    WARM_UP_TENANT,
+    controls_digest,
+    refusal_reason,
+    secret_from_env,
+)
 
 logger = logging.getLogger("custom_callbacks.guard")
 
@@ -86,6 +94,8 @@ class WrapperOnlyGuard(CustomLogger):
         if reason is not None:
             logger.warning("refused a %s request that did not come through the wrapper: %s", call_type, reason)
             raise HTTPException(status_code=403, detail={"error": REFUSAL})
+        if metadata["gateway_tenant_id"] == WARM_UP_TENANT:  # the wrapper's warm-up: this far, and no provider call
+            raise HTTPException(status_code=403, detail={"error": "warm-up call: stopped before any provider"})
         if logger.isEnabledFor(logging.DEBUG):  # what LiteLLM was told, for operators (and tests) who ask
             accepted = {key: metadata.get(key) for key in SEALED_KEYS}
             accepted["user"] = data.get("user")

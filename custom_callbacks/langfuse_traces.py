@@ -27,6 +27,7 @@ import os
 from litellm.integrations.custom_logger import CustomLogger
 
 from custom_callbacks.langfuse_exporter import ExporterProcess
+from custom_callbacks.seal import WARM_UP_TENANT
 
 logger = logging.getLogger("custom_callbacks.langfuse")
 
@@ -45,7 +46,7 @@ class LangfuseTraces(CustomLogger):
         self._trace(kwargs, failed=True)
 
     def _trace(self, kwargs: dict, failed: bool) -> None:
-        if self.exporter is None:
+        if self.exporter is None or _metadata(kwargs).get("gateway_tenant_id") == WARM_UP_TENANT:
             return
         try:
             self.exporter.send(call_facts(kwargs, failed))
@@ -53,10 +54,14 @@ class LangfuseTraces(CustomLogger):
             logger.warning("could not trace a call to Langfuse (%s)", type(exc).__name__)
 
 
+def _metadata(kwargs: dict) -> dict:
+    return (kwargs.get("litellm_params") or {}).get("metadata") or {}
+
+
 def call_facts(kwargs: dict, failed: bool) -> dict:
     """What Langfuse is told of one call, from LiteLLM's logging payload: plain values, no text."""
     call = kwargs.get("standard_logging_object") or {}
-    metadata = (kwargs.get("litellm_params") or {}).get("metadata") or {}
+    metadata = _metadata(kwargs)
     tenant, endpoint = metadata.get("gateway_tenant_id"), metadata.get("gateway_endpoint")
     tier = call.get("model_group")
     ids = {"tenant_id": str(tenant), "request_id": str(metadata.get("gateway_request_id"))}

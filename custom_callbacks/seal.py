@@ -30,6 +30,10 @@ BODY_KEYS = ("gateway_model", "gateway_fields", "gateway_controls")
 SEALED_KEYS = IDENTITY_KEYS + BODY_KEYS
 # Of those, the ones every request must carry.
 REQUIRED_KEYS = ("gateway_request_id", "gateway_tenant_id", "gateway_credential_id", "gateway_model", "gateway_fields")
+# The tenant of the wrapper's warm-up calls (wrapper.upstream.client.LiteLLMClient.warm_up): sealed like any request,
+# so LiteLLM walks its whole path up to the guard, which stops it there, before any provider. Tenant ids cannot
+# start with "_", so no client's request is ever one.
+WARM_UP_TENANT = "_warm_up"
 # Where the client's own metadata travels: nested, so none of its keys reads as one LiteLLM acts on.
 CLIENT_METADATA_KEY = "gateway_client_metadata"
 # Fields LiteLLM acts on that the gateway may set from its config and the endpoint's policy; their values are sealed.

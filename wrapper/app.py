@@ -1,7 +1,9 @@
-"""The wrapper: an OpenAI-compatible front door in front of LiteLLM.
+"""The wrapper: an OpenAI-compatible front door in front of LiteLLM. The composition root.
 
-Each route reads as the request flow of ../DESIGN.md; each step is one call
-into the module that owns that concern.
+A model call reads as the request flow of DESIGN.md: authenticate, read the
+body against the route's allow-list, the pipeline's steps in order, then
+LiteLLM, whose answer comes back through the steps' response halves. The audit
+record is the outermost layer: every request leaves one, whatever its fate.
 """
 
 from __future__ import annotations
@@ -15,40 +17,45 @@ from starlette.responses import Response
 
 from wrapper.audit.api import audit_router
 from wrapper.audit.checkpoints import checkpoint_all, checkpoint_periodically
-from wrapper.audit.middleware import AuditMiddleware, request_context
+from wrapper.audit.costs import costs_router
+from wrapper.audit.middleware import AuditMiddleware
 from wrapper.audit.signing import gateway_signer
 from wrapper.audit.spool import Spool
 from wrapper.audit.store import AuditStore, make_engine
 from wrapper.audit.writer import AuditWriter
 from wrapper.auth import authenticate
 from wrapper.auth.oidc import JwksCache
-from wrapper.context import RequestContext
-from wrapper.costs import costs_router
+from wrapper.config import ConfigStore, Role
+from wrapper.context import RequestContext, request_context
 from wrapper.errors import GatewayError, install_error_handlers
-from wrapper.gateway_config import ConfigStore, Role
-from wrapper.log_context import tenant_var
-from wrapper.logs import configure_logging
-from wrapper.metrics import GatewayMetrics
-from wrapper.pii import PiiScanner, protect
-from wrapper.proxy import forward
-from wrapper.request_body import parse_chat_request, parse_embeddings_request, parse_request
-from wrapper.request_id import RequestIdMiddleware
-from wrapper.routing import ModelCatalog
+from wrapper.observability.log_context import tenant_var
+from wrapper.observability.logs import configure_logging
+from wrapper.observability.metrics import GatewayMetrics
+from wrapper.observability.request_id import RequestIdMiddleware
+from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
+from wrapper.pii import PiiScanner, PiiStep
+from wrapper.pipeline import Pipeline
+from wrapper.request import read_request
+from wrapper.routes import Route
+from wrapper.routes.chat import ChatRoute
+from wrapper.routes.embeddings import EmbeddingsRoute
+from wrapper.routing.catalog import ModelCatalog
+from wrapper.routing.step import ModelRoute
 from wrapper.settings import Settings, get_settings
-from wrapper.stream_usage import StreamUsageCounter
-from wrapper.streaming import wait_for_disconnect
-from wrapper.tracing import TracingMiddleware, configure_tracing, step
-from wrapper.upstream import LiteLLMClient
+from wrapper.upstream.client import LiteLLMClient
+from wrapper.upstream.forward import Upstream
+from wrapper.upstream.sse import wait_for_disconnect
+from wrapper.upstream.stream_usage import StreamUsageCounter
 
-
-# The wrapper's tracing is its own (wrapper.tracing: a span per request and per step) and its metrics are
+# The wrapper's tracing is its own (wrapper.observability.tracing: a span per request and per step) and its metrics are
 # Prometheus'. FastAPI's built-in telemetry would add a second request span and a span per dependency and
 # serialization (a fifth fewer requests per second when traced), and would export exceptions with their
 # stack traces to any OpenTelemetry log exporter.
 NO_FASTAPI_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None = None) -> FastAPI:
+    """The app; `litellm` replaces the connection to LiteLLM (the in-process tests put the fake provider there)."""
     settings = settings or get_settings()
     configure_logging()
     configure_tracing()
@@ -57,17 +64,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "GATEWAY_INTERNAL_SECRET is not set: LiteLLM would refuse every request. "
             "Start the pair with `gateway up`, which generates it."
         )
-    secret = settings.internal_secret.encode()
-    litellm = LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
+    litellm = litellm or LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
     gateway_config = ConfigStore(settings.config)
-    catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
     jwks = JwksCache()
     audit_store = AuditStore(make_engine(settings.database_url))
     audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
     signer = gateway_signer(settings)
-    pii_scanner = PiiScanner(settings.pii_ner_model)  # recognizers built once, at start
     metrics = GatewayMetrics(settings.metrics_users)
-    usage_counter = StreamUsageCounter(litellm)  # for streams cut short, which never report their usage
+    catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
+
+    pipeline = Pipeline([
+        # 2. admit: rate limits, concurrency and budget (issue 17)
+        # 3. input guardrails (issue 20)
+        PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
+        ModelRoute(catalog),  # 5. route: aliases, the tenant's allow-list
+        # 6. cache layers (issue 19)
+    ])
+    upstream = Upstream(litellm, settings.internal_secret.encode(), StreamUsageCounter(litellm))
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""
@@ -75,9 +88,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         config = gateway_config.current()
         ctx.principal = await authenticate(request.headers, config, jwks)
         ctx.tenant = config.tenants[ctx.principal.tenant]
+        ctx.policy = ctx.tenant.policy(ctx.principal.endpoint)
         tenant_var.set(ctx.principal.tenant)
         ctx.principal.require(role)
         return ctx
+
+    async def model_call(request: Request, route: Route) -> Response:
+        """The request flow of every model call, in order."""
+        with step("authenticate"):
+            ctx = await admit_caller(request, Role.app)  # 1. authenticate
+        ctx.route = route
+        ctx.body = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes)
+        answered = await pipeline.run(ctx)  # 2-6. the steps' request halves, in order; one may answer or refuse
+        if answered is not None:
+            return answered
+        # 7-8. LiteLLM, and the answer back through the steps' response halves (the audit record is committed
+        # by the middleware before the answer ends)
+        return await upstream.forward(ctx, client_gone=lambda: wait_for_disconnect(request.receive))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -101,31 +128,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # 8. every request's record, whatever its fate, and the metrics counted from it
     app.add_middleware(AuditMiddleware, writer=audit_writer, observers=(metrics.observe,))
     app.add_middleware(TracingMiddleware)  # a span per request, continuing the client's traceparent
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # the request's id and context, for everything inside
 
-    async def model_call(request: Request, path: str, parse_body) -> Response:
-        """The request flow of every model call, in order."""
-        with step("authenticate"):
-            ctx = await admit_caller(request, Role.app)  # 1. authenticate
-        # Every field checked against the route's allow-list (and the tenant's own extra fields), nesting bounded.
-        raw = await read_body(request, settings.max_body_bytes)
-        ctx.body = body = await parse_request(parse_body, raw, ctx.tenant.fields.for_endpoint(ctx.principal.endpoint))
-        # 2. limits and budget, 3. input guardrails: later issues slot in here.
-        with step("pii"):
-            restorer = await protect(ctx, body, pii_scanner)  # 4. PII: redact or pseudonymize in place, or block
-        ctx.model_group = catalog.route(ctx.tenant, body["model"])  # 5. route: aliases, the tenant's allow-list
-        # 6. cache layers slot in here.
-        # 7-8. LiteLLM, and the response path (the audit middleware commits the record before the answer ends)
-        return await forward(litellm, path, body, ctx, secret, restorer=restorer, usage_counter=usage_counter,
-                             client_gone=lambda: wait_for_disconnect(request.receive))
+    chat, embeddings = ChatRoute(), EmbeddingsRoute()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await model_call(request, "/v1/chat/completions", parse_chat_request)
+        return await model_call(request, chat)
 
     @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> Response:
-        return await model_call(request, "/v1/embeddings", parse_embeddings_request)
+    async def embeddings_route(request: Request) -> Response:
+        return await model_call(request, embeddings)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -158,19 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise GatewayError(503, "LiteLLM is not reachable yet.", code="not_ready") from None
         if status != 200:
             raise GatewayError(503, "LiteLLM is not ready yet.", code="not_ready")
+        await upstream.warm_up(catalog.some_model())  # once: the first client's call should not pay for it
         return {"status": "ready"}
 
     return app
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)

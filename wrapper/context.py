@@ -1,7 +1,8 @@
 """What one request carries from step to step: who asked, what was asked, what came back.
 
-The audit middleware creates the context when the request arrives; each step of
-the flow fills in its part; the response path reads it to write the record.
+The request id middleware creates the context when the request arrives; each
+step of the flow fills in its part; the response path reads it to write the
+audit record.
 """
 
 from __future__ import annotations
@@ -9,15 +10,83 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
-from wrapper.auth import Principal
-from wrapper.gateway_config import Tenant
-from wrapper.streaming import StreamSummary
+import orjson
+
+from wrapper.auth.principal import Principal
+from wrapper.config.models import EndpointPolicies, Tenant
+
+if TYPE_CHECKING:
+    from wrapper.routes import Route
+
+
+class ResponseHalf(Protocol):
+    """What a step does to the answer, for one request: a whole answer, each streamed event, the stream's end."""
+
+    def answer(self, body: bytes) -> bytes: ...
+
+    def event(self, event: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...  # before the stream's end: whatever it still holds back, as an event (b"" if none)
+
+
+@dataclass
+class StreamSummary:
+    """What the stream said, for the response path (cost, audit, metrics), read through the route's adapter."""
+
+    route: Route
+    started_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    events: int = 0
+    usage: dict | None = None
+    model: str | None = None
+    error: dict | None = None
+    done: bool = False
+    text: list[str] = field(default_factory=list)  # what the model said (audit content `full`, usage counts)
+    arguments: list[str] = field(default_factory=list)  # what it passed to tools: produced tokens too
+
+    def observe(self, event: bytes) -> None:
+        self.events += 1
+        for line in event.splitlines():
+            if line.startswith(b"data:"):
+                self._observe_data(line[5:].strip())
+
+    def _observe_data(self, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(payload, dict):
+            return
+        if self.first_token_at is None and self.route.started(payload):
+            self.first_token_at = time.perf_counter()
+        self.model = payload.get("model") if isinstance(payload.get("model"), str) else self.model
+        self.usage = payload.get("usage") or self.usage
+        self.error = payload.get("error") or self.error
+        for piece in self.route.stream_texts(payload):
+            text = piece.container.get(piece.field)
+            if isinstance(text, str) and text:
+                (self.text if piece.kind == "content" else self.arguments).append(text)
+
+    @property
+    def produced(self) -> str:
+        """Everything the model generated so far, as text: what a count of its output tokens reads."""
+        return "".join(self.text) + "".join(self.arguments)
+
+    @property
+    def time_to_first_token_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return (self.first_token_at - self.started_at) * 1000
 
 
 @dataclass
 class Outcome:
-    """What the answer said, noted on the response path (audit now; cost and metrics later)."""
+    """What the answer said, noted on the response path (audit, cost, metrics)."""
 
     model_served: str | None = None
     tier: str | None = None  # LiteLLM's model group: the name the platform team gave the route
@@ -28,7 +97,7 @@ class Outcome:
     cache_hit: bool = False
     attempts: int = 1  # calls LiteLLM made for it: the first, its retries and its fallbacks
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
-    redacted_answer: bytes | None = None  # the provider's answer before pseudonyms were restored
+    provider_answer: bytes | None = None  # a whole answer as the provider gave it, when steps changed what was sent
 
     def note_usage(self, usage: object) -> None:
         if isinstance(usage, dict):
@@ -40,7 +109,8 @@ class Outcome:
                 self.cost = float(cost)
             self.usage_estimated = usage.get("estimated") is True
 
-    def note_headers(self, headers: dict[str, str]) -> None:
+    def note_headers(self, headers) -> None:
+        """LiteLLM's answer headers, all of them (some are not passed on to the client, the cache key for one)."""
         self.tier = headers.get("x-litellm-model-group") or self.tier
         self.cache_hit = bool(headers.get("x-litellm-cache-key"))
         self.attempts = 1 + _count_text(headers.get("x-litellm-attempted-retries")) + _count_text(
@@ -59,14 +129,25 @@ class RequestContext:
     client_addr: str | None = None
     principal: Principal | None = None  # set by authentication, read by every later step
     tenant: Tenant | None = None  # the principal's tenant, from the same config snapshot
-    body: dict | None = None  # the request as checked (after PII redaction): the client's fields only
+    policy: EndpointPolicies | None = None  # the tenant's policies as they apply to the principal's endpoint
+    route: Route | None = None  # the API shape of the request (chat, embeddings ...): how steps read it
+    body: dict | None = None  # the request as checked (after the steps changed it): the client's fields only
     model_group: str | None = None  # the model LiteLLM is asked for: the request's, aliases resolved (step 5)
+    halves: list[ResponseHalf] = field(default_factory=list)  # the steps' response halves, in request order
+    decisions: list[dict] = field(default_factory=list)  # what each step did, or in shadow would have done
     outcome: Outcome = field(default_factory=Outcome)
     guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
-    pii: dict = field(default_factory=dict)  # mode, and entity type -> count found; never values
+    pii: dict = field(default_factory=dict)  # action, and entity type -> count found; never values
 
     def overhead_ms(self, waited_seconds: float) -> str:
         return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"
+
+
+CONTEXT_KEY = "gateway.ctx"  # where the ASGI scope holds the request's context
+
+
+def request_context(scope) -> RequestContext:
+    return scope[CONTEXT_KEY]
 
 
 def _count(value: object) -> int | None:

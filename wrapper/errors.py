@@ -31,6 +31,10 @@ _TYPES = {
 }
 
 
+# nginx's convention for "the client closed the connection before the answer": recorded, never seen.
+CLIENT_CLOSED = 499
+
+
 class GatewayError(Exception):
     def __init__(
         self,

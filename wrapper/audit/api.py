@@ -19,9 +19,9 @@ from wrapper.audit.query import MAX_LIMIT, EventFilter, events_for_request, list
 from wrapper.audit.signing import Signer
 from wrapper.audit.store import AuditStore
 from wrapper.auth.principal import readable_tenants
+from wrapper.config import Role
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError, bad_request
-from wrapper.gateway_config import Role
 
 Admit = Callable[[Request, Role], Awaitable[RequestContext]]
 

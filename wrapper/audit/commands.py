@@ -13,7 +13,7 @@ from wrapper.audit.query import parse_time
 from wrapper.audit.retention import RetentionRefused, cut_expired, refuse_by_policy
 from wrapper.audit.signing import gateway_signer
 from wrapper.audit.store import AuditStore, make_engine
-from wrapper.gateway_config import load_config
+from wrapper.config import load_config
 from wrapper.settings import Settings
 
 

@@ -21,21 +21,15 @@ import orjson
 
 from wrapper.audit.record import Delivery, build_record
 from wrapper.audit.writer import AuditUnavailable, AuditWriter
-from wrapper.context import RequestContext
-from wrapper.errors import GatewayError, error_in
-from wrapper.proxy import CLIENT_CLOSED
-from wrapper.tracing import step
+from wrapper.context import RequestContext, request_context
+from wrapper.errors import CLIENT_CLOSED, GatewayError, error_in
+from wrapper.observability.tracing import step
 
 logger = logging.getLogger("wrapper.audit")
 
-CONTEXT_KEY = "gateway.ctx"
 UNAUDITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes, not requests
 _DONE = b"data: [DONE]"
 _OVERHEAD_HEADER = b"x-gateway-overhead-ms"
-
-
-def request_context(scope) -> RequestContext:
-    return scope[CONTEXT_KEY]
 
 
 class AuditMiddleware:
@@ -48,9 +42,7 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        ctx = scope[CONTEXT_KEY] = RequestContext(scope["request_id"], scope["started_at"],
-                                                  client_addr=client[0] if client else None)
+        ctx = request_context(scope)
         exchange = _Exchange(ctx, Delivery(scope["method"], scope["path"]), self.writer, send, self.observers)
         try:
             await self.app(scope, receive, exchange.send)

@@ -16,9 +16,8 @@ import asyncio
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from wrapper.audit.chain import GENESIS
+from wrapper.audit.chain import GENESIS, QUERY_COLUMNS, chain_rows
 from wrapper.audit.schema import audit_heads
-from wrapper.audit.store import QUERY_COLUMNS, chain_rows
 
 ATTEMPTS = 3  # then the caller falls back to the locking append
 

@@ -6,9 +6,10 @@ Fields (all present in every record, None when unknown):
   client_addr, method, path, model (requested), model_served, tier, stream,
   status (the HTTP status the client got; 499 when it left first), outcome
   (ok | refused | error | cancelled), error_type, error_code, tokens_in, tokens_out, cost,
-  usage_estimated (true when the gateway counted a stream cut short; see wrapper.stream_usage),
+  usage_estimated (true when the gateway counted a stream cut short; see wrapper.upstream.stream_usage),
   latency_ms, ttft_ms, cache_hit, attempts (LiteLLM's calls: the first, its retries and fallbacks),
-  guardrails (decisions), pii (entity type -> count),
+  guardrails (decisions), pii (action, entity type -> count), decisions (each pipeline step's: step, mode
+  (shadow: what it would have done; nothing was changed), decision, and counts),
   content (by tenant policy: {"policy": "none"}, {"policy": "hash", "request_sha256",
   "response_sha256"} or {"policy": "full", "request", "response"}).
 
@@ -18,6 +19,7 @@ response_sha256 covers the response bytes exactly as sent to the client.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -27,9 +29,9 @@ from datetime import UTC, datetime
 import orjson
 
 from wrapper.audit.chain import canonical
+from wrapper.config import SYSTEM_TENANT, AuditContent
 from wrapper.context import RequestContext
-from wrapper.gateway_config import SYSTEM_TENANT, AuditContent
-from wrapper.shapes import within_depth
+from wrapper.routes.shapes import within_depth
 
 
 @dataclass
@@ -61,7 +63,8 @@ def build_record(ctx: RequestContext, delivery: Delivery) -> dict:
     error = delivery.error or (stream.error if stream else None) or {}
     if delivery.streamed and status < 400 and error:
         status = 502  # the stream broke after it began: the client got an error event, not an answer
-    if stream and stream.usage:
+    if stream and stream.usage:  # a stream's usage comes in its last chunk: read it, leave the outcome as it is
+        outcome = dataclasses.replace(outcome)
         outcome.note_usage(stream.usage)
     return {
         "kind": "request",
@@ -94,6 +97,7 @@ def build_record(ctx: RequestContext, delivery: Delivery) -> dict:
         "attempts": outcome.attempts,
         "guardrails": ctx.guardrails,
         "pii": ctx.pii,
+        "decisions": ctx.decisions,
         "content": _content(ctx, delivery),
     }
 
@@ -110,7 +114,7 @@ def _content(ctx: RequestContext, delivery: Delivery) -> dict:
         response = "".join(stream.text) if stream else None
     else:
         # With pseudonyms, the client got the restored values; the record keeps the placeholders.
-        body = ctx.outcome.redacted_answer if ctx.outcome.redacted_answer is not None else delivery.response_body
+        body = ctx.outcome.provider_answer if ctx.outcome.provider_answer is not None else delivery.response_body
         try:
             response = orjson.loads(body) if body else None
             if isinstance(response, dict | list) and not within_depth(response):

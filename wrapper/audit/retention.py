@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wrapper.audit.schema import audit_events
 from wrapper.audit.store import AuditStore
-from wrapper.gateway_config import AuditPolicy
+from wrapper.config import AuditPolicy
 
 # The triggers of migration 0001 that refuse DELETE (PostgreSQL: UPDATE or DELETE).
 POSTGRES_DELETE_TRIGGER = "audit_events_no_update_delete"

@@ -21,30 +21,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from wrapper.audit.chain import GENESIS, canonical, jsonable, row_hash
+from wrapper.audit.chain import GENESIS, chain_rows, query_columns, row_hash
+from wrapper.audit.optimistic import OptimisticAppender
 from wrapper.audit.schema import audit_checkpoints, audit_events, audit_heads
 from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
-
-
-# Query columns kept beside the hashed record: column name -> (record field, the type the column holds).
-# A record field of another type is not copied: the column stays NULL.
-QUERY_COLUMNS = {"user_id": ("user", str), "endpoint": ("endpoint", str), "model": ("model", str),
-                 "status": ("status", int), "model_served": ("model_served", str), "tier": ("tier", str),
-                 "tokens_in": ("tokens_in", int), "tokens_out": ("tokens_out", int), "cost": ("cost", float),
-                 "cache_hit": ("cache_hit", bool)}
-
-
-def query_columns(record: dict) -> dict[str, object]:
-    """The copies of a record's fields kept in the query columns (the same rule on write and on verify)."""
-    return {column: _as(kind, record.get(field)) for column, (field, kind) in QUERY_COLUMNS.items()}
-
-
-def _as(kind: type, value: object) -> object:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, bool):
-        return None
-    return value if isinstance(value, kind) else None
 
 
 @dataclass(frozen=True)
@@ -66,20 +46,6 @@ def make_engine(url: str) -> AsyncEngine:
                                connect_args={"timeout": 5, "command_timeout": 10})
 
 
-def chain_rows(tenant: str, head_seq: int, head_hash: str, records: list[dict]) -> list[dict]:
-    """The rows that extend a chain whose head is (head_seq, head_hash) by these records, hashes linked."""
-    rows, seq, prev = [], head_seq, head_hash
-    for record in records:
-        seq += 1
-        text = canonical(jsonable(record))
-        digest = row_hash(tenant, seq, prev, text)
-        rows.append({"tenant": tenant, "seq": seq, "request_id": record["request_id"],
-                     "occurred_at": record["occurred_at"], "record": text, "prev_hash": prev, "row_hash": digest,
-                     **query_columns(record)})
-        prev = digest
-    return rows
-
-
 def _sqlite_durable_wal(dbapi_connection, _record) -> None:
     """WAL lets exports and queries read while the wrapper writes; FULL syncs every commit to disk."""
     cursor = dbapi_connection.cursor()
@@ -90,8 +56,6 @@ def _sqlite_durable_wal(dbapi_connection, _record) -> None:
 
 class AuditStore:
     def __init__(self, engine: AsyncEngine) -> None:
-        from wrapper.audit.optimistic import OptimisticAppender  # it builds on chain_rows, above
-
         self.engine = engine
         postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if postgres else sqlite_insert

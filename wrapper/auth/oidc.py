@@ -17,7 +17,7 @@ import time
 import aiohttp
 import jwt
 
-from wrapper.gateway_config import Oidc
+from wrapper.config import Oidc
 
 logger = logging.getLogger("wrapper.auth.oidc")
 

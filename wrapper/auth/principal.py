@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from wrapper.auth import keys
 from wrapper.auth.oidc import JwksCache, TokenInvalid, verify_token
+from wrapper.config import GatewayConfig, Role
 from wrapper.errors import GatewayError
-from wrapper.gateway_config import GatewayConfig, Role
 
 logger = logging.getLogger("wrapper.auth")
 

@@ -1,7 +1,7 @@
-"""PII protection: find personal data and secrets before anything leaves, restore pseudonyms in answers."""
+"""PII protection: find personal data and secrets before anything leaves (the step), restore pseudonyms in answers."""
 
-from wrapper.pii.redact import protect
-from wrapper.pii.restore import Restorer, StreamRestorer
+from wrapper.pii.restore import Restorer
 from wrapper.pii.scanner import PiiScanner
+from wrapper.pii.step import PiiStep
 
-__all__ = ["PiiScanner", "Restorer", "StreamRestorer", "protect"]
+__all__ = ["PiiScanner", "PiiStep", "Restorer"]

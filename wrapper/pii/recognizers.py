@@ -28,7 +28,7 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 
-from wrapper.gateway_config import PiiRecognizer
+from wrapper.config import PiiRecognizer
 
 # Regions whose national numbers are recognised without a +country prefix. NANP numbers
 # (US, CA) are written without a trunk prefix; the others only count when they start with 0.

@@ -1,42 +1,31 @@
-"""Step 4 of the flow: find personal data in what the request would send, and act on the policy.
+"""Finding personal data in a request's texts, and replacing it: by its type, or by a numbered placeholder.
 
-Every text the provider would read is scanned (see `_text_slots`): message
-contents, names, refusals and reasoning, tool-call arguments and results, tool
-and function descriptions and parameter schemas, response_format schemas, stop
-sequences, predicted output, `user`, metadata values, a tenant's extra fields,
-embeddings input, and system prompts unless the policy leaves them out. The body is changed in place, so
-nothing downstream (LiteLLM, the provider, the audit record) ever holds the
-raw values. The context gets the types and counts found, never the values.
+The texts are the route's (wrapper/routes: `user_texts`), each given as a slot
+(container, key), and are replaced in place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator
 
 from presidio_analyzer import RecognizerResult
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
-from wrapper.context import RequestContext
-from wrapper.errors import GatewayError
-from wrapper.gateway_config import PiiMode, PiiPolicy
-from wrapper.pii.restore import Restorer
+from wrapper.config import PiiPolicy
 from wrapper.pii.scanner import PiiScanner
+from wrapper.routes import Slot
 
-logger = logging.getLogger("wrapper.pii")
-
-SYSTEM_ROLES = frozenset({"system", "developer"})
 # Scanning is CPU work: beyond this many characters it runs in a thread so other requests keep moving.
 INLINE_SCAN_CHARS = 16_384
 
 _anonymizer = AnonymizerEngine()
+Found = list[tuple[object, object, list[RecognizerResult]]]  # (container, key, what is there)
 
 
-class _Pseudonyms:
+class Pseudonyms:
     """Numbered placeholders, consistent within one request: the same value gets the same one."""
 
     def __init__(self) -> None:
@@ -54,46 +43,27 @@ class _Pseudonyms:
         return {placeholder: value for (_, value), placeholder in self.by_value.items()}
 
 
-async def protect(ctx: RequestContext, body: dict, scanner: PiiScanner) -> Restorer | None:
-    """Apply the tenant's PII policy to the body; returns what restores placeholders in the answer, if any."""
-    policy = ctx.tenant.pii
-    mode = policy.mode_for(ctx.principal.endpoint)
-    if mode is PiiMode.off:
-        return None
-    slots = list(_text_slots(body, policy, ctx.tenant.fields.for_endpoint(ctx.principal.endpoint)))
-    try:
-        if sum(len(container[key]) for container, key in slots) > INLINE_SCAN_CHARS:
-            found = await asyncio.to_thread(_scan, slots, policy, scanner)
-        else:
-            found = _scan(slots, policy, scanner)
-    except Exception as exc:  # a detector that fails must not let unscanned text through silently
-        logger.error("PII detection failed (%s)", type(exc).__name__)
-        if policy.on_failure == "closed":
-            raise GatewayError(503, "PII detection is unavailable, so the request was not forwarded.",
-                               type="service_unavailable", code="pii_unavailable") from None
-        ctx.pii = {"mode": mode.value, "unscanned": True}
-        return None
-    counts = Counter(result.entity_type for _, _, results in found for result in results)
-    ctx.pii = {"mode": mode.value, "found": dict(sorted(counts.items()))}
-    if mode is PiiMode.block:
-        if counts:
-            raise GatewayError(400, f"The request contains data this endpoint may not send: {', '.join(sorted(counts))}.",
-                               code="pii_detected")
-        return None
-    pseudonyms = _Pseudonyms() if mode is PiiMode.pseudonymize else None
-    for container, key, results in found:
-        if results:
-            container[key] = _replace(container[key], results, pseudonyms)
-    return Restorer(pseudonyms.originals()) if pseudonyms and pseudonyms.by_value else None
-
-
 # Between the texts of one request, scanned as one: no recognizer's pattern spans it (it is neither a word, a digit
 # nor a space, and blank lines surround it). One scan instead of one per field: a tool schema's ten descriptions
 # cost ~70 us each as separate scans.
 _SEPARATOR = "\n\n\u2042\n\n"
 
 
-def _scan(slots, policy: PiiPolicy, scanner: PiiScanner) -> list[tuple[object, object, list[RecognizerResult]]]:
+async def find(slots: list[Slot], policy: PiiPolicy, scanner: PiiScanner) -> Found:
+    """What the policy's recognizers find in each slot's text; large requests are scanned in a worker thread."""
+    if sum(len(container[key]) for container, key in slots) > INLINE_SCAN_CHARS:
+        return await asyncio.to_thread(_scan, slots, policy, scanner)
+    return _scan(slots, policy, scanner)
+
+
+def replace(found: Found, pseudonyms: Pseudonyms | None) -> None:
+    """Each finding replaced in its slot: by its type (redact), or by its numbered placeholder (pseudonymize)."""
+    for container, key, results in found:
+        if results:
+            container[key] = _replace(container[key], results, pseudonyms)
+
+
+def _scan(slots: list[Slot], policy: PiiPolicy, scanner: PiiScanner) -> Found:
     texts = [container[key] for container, key in slots]
     starts, offset = [], 0
     for text in texts:
@@ -125,7 +95,7 @@ def _one_per_span(results: list[RecognizerResult]) -> list[RecognizerResult]:
     return merged
 
 
-def _replace(text: str, results: list[RecognizerResult], pseudonyms: _Pseudonyms | None) -> str:
+def _replace(text: str, results: list[RecognizerResult], pseudonyms: Pseudonyms | None) -> str:
     if pseudonyms is None:
         operators = {r.entity_type: OperatorConfig("replace", {"new_value": f"<{r.entity_type}>"}) for r in results}
     else:
@@ -135,97 +105,5 @@ def _replace(text: str, results: list[RecognizerResult], pseudonyms: _Pseudonyms
     return _anonymizer.anonymize(text, results, operators).text
 
 
-def _numbered(pseudonyms: _Pseudonyms, entity: str):
+def _numbered(pseudonyms: Pseudonyms, entity: str):
     return lambda value: pseudonyms.placeholder(entity, value)
-
-
-def _text_slots(body: dict, policy: PiiPolicy, extra_fields: frozenset[str]) -> Iterator[tuple[object, object]]:
-    """(container, key) of every non-empty string the provider would read.
-
-    Left alone, by design: identifiers (model, roles, ids, tool and schema names, JSON Schema keywords such as
-    `type` and property names), image URLs and base64 data (images, audio, files), and reasoning models'
-    `thinking_blocks`, whose signature a provider checks.
-    """
-    for message in body.get("messages") or ():
-        if message.get("role") in SYSTEM_ROLES and not policy.system_prompts:
-            continue
-        yield from _content_slots(message)
-        yield from _texts(message, ("name", "refusal", "reasoning_content"))
-        for call in message.get("tool_calls") or ():
-            yield from _texts(call.get("function") or {}, ("arguments",))
-            yield from _texts(call.get("custom") or {}, ("input",))
-        yield from _texts(message.get("function_call") or {}, ("arguments",))
-    for tool in body.get("tools") or ():
-        for definition in (tool.get("function"), tool.get("custom")):
-            if definition:
-                yield from _texts(definition, ("description",))
-                yield from _schema_texts(definition, "parameters")
-                yield from _schema_texts(definition, "format")
-    for function in body.get("functions") or ():
-        yield from _texts(function, ("description",))
-        yield from _schema_texts(function, "parameters")
-    json_schema = (body.get("response_format") or {}).get("json_schema")
-    if json_schema:
-        yield from _texts(json_schema, ("description",))
-        yield from _schema_texts(json_schema, "schema")
-    prediction = body.get("prediction")
-    if prediction:
-        yield from _content_slots(prediction)
-    yield from _texts(body, ("user",))
-    for key in ("stop", "metadata", *extra_fields):
-        if key in body:
-            yield from _leaves(body, key)
-    if "input" in body:  # embeddings
-        value = body["input"]
-        if _is_text(value):
-            yield body, "input"
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                if _is_text(item):
-                    yield value, index
-                elif not isinstance(item, str):  # token ids: text nobody here can read
-                    raise GatewayError(400, "With PII protection on, embeddings input must be text, not token ids.",
-                                       param="input", code="pii_unscannable_input")
-
-
-def _content_slots(message: dict) -> Iterator[tuple[object, object]]:
-    content = message.get("content")
-    if _is_text(content):
-        yield message, "content"
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict):
-                yield from _texts(part, ("text", "refusal"))
-
-
-def _texts(container: dict, keys: tuple[str, ...]) -> Iterator[tuple[object, object]]:
-    for key in keys:
-        if _is_text(container.get(key)):
-            yield container, key
-
-
-# JSON Schema keywords whose values are vocabulary or names, not text: changing them would break the schema.
-_SCHEMA_WORDS = frozenset({"type", "format", "$ref", "$schema", "$id", "required", "additionalProperties"})
-
-
-def _schema_texts(container: dict, key: str) -> Iterator[tuple[object, object]]:
-    if isinstance(container.get(key), dict | list):
-        yield from _leaves(container, key, skip=_SCHEMA_WORDS)
-
-
-def _leaves(container, key, skip: frozenset[str] = frozenset()) -> Iterator[tuple[object, object]]:
-    """Every non-empty string inside container[key] (depth is bounded where the body is parsed)."""
-    value = container[key]
-    if _is_text(value):
-        yield container, key
-    elif isinstance(value, dict):
-        for inner in value:
-            if inner not in skip:
-                yield from _leaves(value, inner, skip)
-    elif isinstance(value, list):
-        for index in range(len(value)):
-            yield from _leaves(value, index, skip)
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str) and value != ""

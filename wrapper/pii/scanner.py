@@ -15,7 +15,7 @@ from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpEngine, NoOpNlpEngine, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
-from wrapper.gateway_config import NER_ENTITIES, PiiRecognizer
+from wrapper.config import NER_ENTITIES, PiiRecognizer
 from wrapper.pii.recognizers import built_in_recognizers, tenant_recognizers
 
 # Below this, a match is a guess (Presidio's bare 9-digit "SSN" scores 0.05): a number, not data.

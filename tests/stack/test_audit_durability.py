@@ -1,0 +1,152 @@
+"""Durability of the audit log: no answer without its record, even when the store goes away or the wrapper is killed.
+
+Each test runs its own wrapper process (on its own PostgreSQL database) in
+front of the session's LiteLLM, so it can take the store away or SIGKILL the
+wrapper without disturbing the other tests.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.support.audit_db import as_superuser, query
+from tests.support.processes import BIN
+from tests.support.stack import INTERNAL_SECRET, MASTER_KEY
+from tests.support.wrapper import start_wrapper, write_tenants
+
+CHAT = {"model": "fake-chat", "messages": [{"role": "user", "content": "durable?"}]}
+
+
+@dataclass
+class Wrapper:
+    url: str
+    process: object
+    database: str  # database name
+    database_url: str
+    spool: Path
+    keys: dict[str, str]
+
+    def post(self, key: str, body: dict, request_id: str, timeout: float = 30) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=timeout,
+                          headers={"authorization": f"Bearer {self.keys[key]}", "x-request-id": request_id})
+
+
+@pytest.fixture
+def wrapper(stack, tmp_path):
+    """A wrapper with two tenants: `strict` (fail closed, the default) and `lenient` (fail open)."""
+    database = f"gw_durable_{uuid.uuid4().hex[:12]}"
+    as_superuser(f'CREATE DATABASE "{database}"')
+    database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+    config = tmp_path / "gateway.yaml"
+    keys = write_tenants(config, {"strict": {"models": ["*"]},
+                                  "lenient": {"models": ["*"], "audit": {"on_store_failure": "open"}}})
+    env = {"GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": database_url,
+           "GATEWAY_LITELLM_PORT": stack.litellm_url.rsplit(":", 1)[1], "GATEWAY_LITELLM_CONFIG": str(stack.litellm_config),
+           "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET}
+    lone = start_wrapper(tmp_path, env, ready="/readyz")
+    yield Wrapper(lone.url, lone.process, database, database_url, tmp_path / "var" / "audit-spool.ndjson", keys)
+    lone.stop()
+    as_superuser(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def take_store_away(database: str) -> None:
+    as_superuser(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    as_superuser(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+
+
+def bring_store_back(database: str) -> None:
+    as_superuser(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+def chain(wrapper: Wrapper, tenant: str) -> list[dict]:
+    rows = query(wrapper.database_url, "SELECT record FROM audit_events WHERE tenant = $1 ORDER BY seq", tenant)
+    return [orjson.loads(row["record"]) for row in rows]
+
+
+def test_store_outage_fails_closed_or_spools_by_tenant_and_replays_in_order(wrapper):
+    assert wrapper.post("strict", CHAT, "before-strict").status_code == 200
+    assert wrapper.post("lenient", CHAT, "before-lenient").status_code == 200
+
+    take_store_away(wrapper.database)
+    refused = wrapper.post("strict", CHAT, "outage-strict")
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable"
+    answered = [wrapper.post("lenient", CHAT, f"outage-lenient-{n}") for n in range(3)]
+    assert [r.status_code for r in answered] == [200, 200, 200]
+    spooled = [orjson.loads(line) for line in wrapper.spool.read_bytes().splitlines()]
+    assert [r["request_id"] for r in spooled] == ["outage-strict", *(f"outage-lenient-{n}" for n in range(3))]
+    assert spooled[0]["status"] == 503  # the strict request's record says what its client got
+
+    bring_store_back(wrapper.database)
+    deadline = time.monotonic() + 10
+    while wrapper.spool.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.1)  # replayed by the writer's retry, with no new request needed
+    assert wrapper.spool.stat().st_size == 0
+    assert [r["request_id"] for r in chain(wrapper, "lenient")] == [
+        "before-lenient", "outage-lenient-0", "outage-lenient-1", "outage-lenient-2"]
+    assert [(r["request_id"], r["status"]) for r in chain(wrapper, "strict")] == [
+        ("before-strict", 200), ("outage-strict", 503)]
+    assert wrapper.post("strict", CHAT, "after-strict").status_code == 200
+    verify = gateway_verify(wrapper)
+    assert verify.returncode == 0, verify.stdout
+
+
+def gateway_verify(wrapper: Wrapper):
+    import subprocess
+
+    return subprocess.run([str(BIN / "gateway"), "audit", "verify"], capture_output=True, text=True,
+                          env={**os.environ, "GATEWAY_DATABASE_URL": wrapper.database_url,
+                               "GATEWAY_VAR_DIR": str(wrapper.spool.parent)})
+
+
+def test_sigkill_under_load_loses_no_record_of_a_completed_answer(wrapper):
+    completed: list[str] = []
+    stop_sending = threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            i = 0
+            while not stop_sending.is_set():
+                rid = f"load-{n}-{i}"
+                i += 1
+                body = {**CHAT, "stream": i % 2 == 0}
+                headers = {"authorization": f"Bearer {wrapper.keys['strict']}", "x-request-id": rid}
+                try:
+                    with http.stream("POST", f"{wrapper.url}/v1/chat/completions", json=body, headers=headers) as r:
+                        content = r.read()
+                except httpx.HTTPError:
+                    return  # the wrapper is gone
+                complete = b"data: [DONE]" in content if body["stream"] else _complete_json(content)
+                if r.status_code == 200 and complete:
+                    completed.append(rid)
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        for n in range(16):
+            pool.submit(client, n)
+        time.sleep(3)
+        os.kill(wrapper.process.pid, signal.SIGKILL)  # no shutdown, no flush: whatever is committed is all there is
+        stop_sending.set()
+
+    assert len(completed) > 50, "the load was too light to mean anything"
+    recorded = {row["request_id"] for row in query(wrapper.database_url, "SELECT request_id FROM audit_events")}
+    missing = [rid for rid in completed if rid not in recorded]
+    assert missing == [], f"{len(missing)} of {len(completed)} answered requests have no record"
+    assert gateway_verify(wrapper).returncode == 0  # and the chain is whole
+
+
+def _complete_json(content: bytes) -> bool:
+    try:
+        return "choices" in orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return False

@@ -1,0 +1,108 @@
+"""Bad input gets a clear 400; upstream trouble gets 429/502/503/504; always the OpenAI envelope."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.http import post as support_post
+from tests.support.processes import free_port
+from tests.support.wrapper import start_wrapper, write_tenants
+
+
+def post(stack, body, path="/v1/chat/completions") -> httpx.Response:
+    return support_post(stack, "acme-app", body, path)
+
+
+def assert_envelope(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"] and "type" in error and "code" in error
+    assert "Traceback" not in response.text
+    assert response.headers["x-request-id"]
+    return error
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (b"{not json", None),
+        (b"", None),
+        (b"[1, 2]", None),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "fake-chat"}, "messages"),
+        ({"model": "fake-chat", "messages": []}, "messages"),
+        ({"model": 42, "messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "fake-chat", "messages": ["hi"]}, "messages[0]"),
+        ({"model": "fake-chat", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, "stream"),
+    ],
+)
+def test_bad_chat_requests_get_a_400_naming_the_field(stack, fake_provider, body, param):
+    before = len(fake_provider.log())
+    error = assert_envelope(post(stack, body), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert len(fake_provider.log()) == before  # nothing reached the provider
+
+
+def test_bad_embeddings_request(stack):
+    error = assert_envelope(post(stack, {"model": "fake-embed"}, "/v1/embeddings"), 400)
+    assert error["param"] == "input"
+
+
+def test_oversized_body_gets_413(stack):
+    huge = b'{"model": "fake-chat", "messages": [{"role": "user", "content": "' + b"x" * (21 * 1024 * 1024) + b'"}]}'
+    assert_envelope(post(stack, huge), 413)
+
+
+def test_unknown_route_gets_404_envelope(stack):
+    assert_envelope(httpx.get(f"{stack.url}/v1/nothing-here"), 404)
+
+
+@pytest.mark.parametrize(
+    "model, status, code",
+    [
+        ("boom", 502, "upstream_error"),  # provider 500
+        ("busy", 503, "upstream_unavailable"),  # provider 503
+        ("refuses", 400, "400"),  # provider 400: the client's mistake, passed on
+        ("stuck", 504, "upstream_timeout"),  # provider hangs past the model's timeout
+    ],
+)
+def test_provider_failures_map_to_gateway_statuses(stack, model, status, code):
+    error = assert_envelope(post(stack, {"model": model, "messages": [{"role": "user", "content": "hi"}]}), status)
+    assert error["code"] == code
+
+
+def test_provider_rate_limit_passes_on_429_with_retry_after(stack):
+    response = post(stack, {"model": "limited", "messages": [{"role": "user", "content": "hi"}]})
+    assert_envelope(response, 429)
+    assert response.headers["retry-after"] == "7"
+
+
+def test_provider_failure_before_a_stream_starts_is_a_status_not_a_stream(stack):
+    response = post(stack, {"model": "boom", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert_envelope(response, 502)
+
+
+def test_provider_dropping_a_stream_midway_is_not_reported_as_complete(stack):
+    body = {"model": "drops", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, headers=stack.auth, timeout=30) as response:
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert "data: [DONE]" not in events
+    assert '"error"' in events[-1]
+
+
+def test_unreachable_litellm_gives_502(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    keys = write_tenants(config, {"solo": {"models": ["*"]}})
+    wrapper = start_wrapper(tmp_path, {"GATEWAY_CONFIG": str(config), "GATEWAY_LITELLM_PORT": str(free_port())})
+    try:
+        response = httpx.post(f"{wrapper.url}/v1/chat/completions", headers={"authorization": f"Bearer {keys['solo']}"},
+                              json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+        assert_envelope(response, 502)
+        assert response.json()["error"]["code"] == "upstream_unreachable"
+        assert_envelope(httpx.get(f"{wrapper.url}/readyz"), 503)
+    finally:
+        wrapper.stop()

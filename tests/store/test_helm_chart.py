@@ -1,0 +1,103 @@
+"""The helm chart (helm/), rendered and linted offline by Helm's own Go SDK (helm-python-sdk).
+
+No cluster and no image here: these tests check what the chart would ask of
+Kubernetes, and that the configuration it mounts is one the gateway accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.identity import gateway_cli
+from wrapper.config import load_config
+
+helm = pytest.importorskip("helm_python")
+
+CHART = Path(__file__).resolve().parents[2] / "helm"
+
+
+def render(values: dict | None = None) -> dict[str, list[dict]]:
+    """Kind -> the manifests of that kind."""
+    rendered = helm.Chart.load(CHART).render(values, name="gw", namespace="ai", is_install=True)
+    by_kind: dict[str, list[dict]] = {}
+    for path, text in rendered.items():
+        if path.endswith(".yaml"):
+            for manifest in yaml.safe_load_all(text):
+                if manifest:
+                    by_kind.setdefault(manifest["kind"], []).append(manifest)
+    return by_kind
+
+
+def test_the_chart_lints_clean():
+    report = helm.lint(CHART, strict=True)
+    assert report["errors"] == [] and all(m["severity"] < 2 for m in report["messages"]), report
+
+
+def test_one_pod_runs_the_pair_and_serves_only_the_wrapper():
+    manifests = render()
+    [deployment] = manifests["Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["gateway", "up"]
+    assert [p["containerPort"] for p in container["ports"]] == [8080]  # LiteLLM stays on the pod's loopback
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GATEWAY_HOST"]["value"] == "0.0.0.0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    [service] = manifests["Service"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+
+def test_secrets_come_from_a_secret_and_never_from_values():
+    [deployment] = render()["Deployment"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name in ("GATEWAY_DATABASE_URL", "GATEWAY_LITELLM_MASTER_KEY", "GATEWAY_INTERNAL_SECRET",
+                 "GATEWAY_AUDIT_SIGNING_KEY", "GATEWAY_METRICS_TOKEN", "LANGFUSE_SECRET_KEY"):
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert reference["name"] == "llm-gateway" and "value" not in env[name]
+    # Every replica must sign audit checkpoints with the same key: it is required, not optional.
+    assert "optional" not in env["GATEWAY_AUDIT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
+    assert env["LANGFUSE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_the_mounted_configuration_is_one_the_gateway_accepts(tmp_path):
+    written = tmp_path / "written.yaml"  # as the platform team writes it, with the CLI, then --set-file
+    gateway_cli(written, "tenants", "add", "acme")
+    key = gateway_cli(written, "keys", "create", "--tenant", "acme", "--name", "app")
+    [config_map] = [m for m in render({"gatewayConfig": written.read_text()})["ConfigMap"]
+                    if m["metadata"]["name"] == "gw-llm-gateway-config"]
+    mounted = tmp_path / "gateway.yaml"
+    mounted.write_text(config_map["data"]["gateway.yaml"])
+    config = load_config(mounted)
+    assert set(config.tenants) == {"acme"} and key not in mounted.read_text()  # the key's hash only
+    litellm = yaml.safe_load(config_map["data"]["litellm_config.yaml"])
+    assert "custom_callbacks.wrapper_only_guard" in litellm["litellm_settings"]["callbacks"]
+
+
+def test_the_grafana_dashboard_ships_with_the_chart_for_the_sidecar():
+    [dashboard] = [m for m in render()["ConfigMap"] if m["metadata"]["name"] == "gw-llm-gateway-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["llm-gateway.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "llm-gateway.json").read_text())
+    without = render({"dashboards": {"enabled": False}})["ConfigMap"]
+    assert [m["metadata"]["name"] for m in without] == ["gw-llm-gateway-config"]
+
+
+def test_migrations_run_once_per_release_before_the_pods():
+    [job] = render()["Job"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["gateway", "db", "upgrade"]
+
+
+def test_autoscaling_and_the_service_monitor_when_asked_for():
+    manifests = render({"autoscaling": {"enabled": True, "maxReplicas": 6},
+                        "metrics": {"serviceMonitor": {"enabled": True}}})
+    [hpa] = manifests["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["maxReplicas"] == 6 and "replicas" not in manifests["Deployment"][0]["spec"]
+    [monitor] = manifests["ServiceMonitor"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["authorization"]["credentials"]["key"] == "metrics-token"
+    assert "HorizontalPodAutoscaler" not in render() and "ServiceMonitor" not in render()

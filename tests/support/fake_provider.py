@@ -1,0 +1,314 @@
+"""A fake OpenAI-compatible model provider on loopback, for tests and benchmarks.
+
+The only stand-in in the test suite: this machine cannot reach real providers.
+Behaviour is chosen per model name (set at start with --behaviours or at run
+time with POST /_fake/behaviours), for example::
+
+    {"paced": {"chunks": 5, "chunk_interval_ms": 50},
+     "boom": {"status": 500},
+     "slow": {"latency_ms": 200},
+     "stuck": {"hang": true},
+     "drop": {"disconnect_after_chunks": 2}}
+
+Every request is recorded (body, headers, the monotonic time each chunk was
+sent, and whether the caller went away early): GET /_fake/log, DELETE /_fake/log.
+Times are time.monotonic(), which on Linux is comparable across processes.
+
+Run: python -m tests.support.fake_provider --port 9100 [--behaviours '{"m": {...}}']
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import orjson
+import uvicorn
+
+DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
+
+
+@dataclass
+class Behaviour:
+    latency_ms: float = 0  # before a non-stream answer, or before the first chunk
+    chunk_interval_ms: float = 0  # between stream chunks
+    chunks: int = 5  # content chunks in a stream
+    chunk_chars: int | None = None  # instead: stream the text in pieces of this many characters
+    reply: str = DEFAULT_REPLY
+    echo: bool = False  # answer with the last user message instead of `reply`
+    status: int = 200  # an error status answered with an OpenAI error envelope
+    retry_after: int | None = None
+    hang: bool = False  # never answer (until the caller gives up)
+    disconnect_after_chunks: int | None = None  # drop the connection mid-stream
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    headers: dict = field(default_factory=dict)  # more answer headers (as LiteLLM adds: x-litellm-cache-key ...)
+    fixed: bool = False  # the same id and creation time in every answer: equal requests, byte-equal answers
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Behaviour:
+        known = cls.__dataclass_fields__
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown behaviour fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class Record:
+    id: int
+    path: str
+    model: str | None
+    body: dict
+    headers: dict
+    received_at: float
+    chunk_times: list[float] = field(default_factory=list)
+    finished_at: float | None = None
+    caller_disconnected: bool = False
+    outcome: str = "pending"  # answered | error | hung | dropped | caller_disconnected
+
+
+class FakeProvider:
+    """The ASGI app. Holds the behaviours and the request log."""
+
+    def __init__(self, behaviours: dict[str, dict] | None = None) -> None:
+        self.behaviours: dict[str, Behaviour] = {}
+        self.log: list[Record] = []
+        self._ids = itertools.count(1)
+        self.set_behaviours(behaviours or {})
+
+    def set_behaviours(self, behaviours: dict[str, dict]) -> None:
+        self.behaviours.update({name: Behaviour.from_dict(b) for name, b in behaviours.items()})
+
+    def behaviour_for(self, model: str | None) -> Behaviour:
+        return self.behaviours.get(model or "", Behaviour())
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        path, method = scope["path"], scope["method"]
+        body = await _read_body(receive)
+        if path.startswith("/_fake/"):
+            await self._control(path, method, body, send)
+            return
+        try:
+            payload = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            await _send_json(send, 400, _error("invalid JSON", "invalid_request_error"))
+            return
+        record = Record(
+            id=next(self._ids),
+            path=path,
+            model=payload.get("model"),
+            body=payload,
+            headers={k.decode(): v.decode() for k, v in scope["headers"]},
+            received_at=time.monotonic(),
+        )
+        self.log.append(record)
+        if path.endswith("/chat/completions"):
+            await self._chat(payload, record, receive, send)
+        elif path.endswith("/embeddings"):
+            await self._embeddings(payload, record, send)
+        else:
+            record.outcome = "error"
+            await _send_json(send, 404, _error(f"no route {path}", "invalid_request_error"))
+
+    async def _control(self, path: str, method: str, body: bytes, send) -> None:
+        if path == "/_fake/log" and method == "GET":
+            await _send_json(send, 200, [r.__dict__ for r in self.log])
+        elif path == "/_fake/log" and method == "DELETE":
+            self.log.clear()
+            await _send_json(send, 200, {"cleared": True})
+        elif path == "/_fake/behaviours" and method == "POST":
+            try:
+                self.set_behaviours(orjson.loads(body))
+            except (ValueError, TypeError) as exc:
+                await _send_json(send, 400, {"error": str(exc)})
+                return
+            await _send_json(send, 200, {"models": sorted(self.behaviours)})
+        else:
+            await _send_json(send, 404, {"error": "unknown control route"})
+
+    async def _chat(self, payload: dict, record: Record, receive, send) -> None:
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, receive, send):
+            return
+        text = _last_user_text(payload) if behaviour.echo else behaviour.reply
+        usage = {
+            "prompt_tokens": behaviour.prompt_tokens,
+            "completion_tokens": behaviour.completion_tokens,
+            "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens,
+        }
+        if payload.get("stream"):
+            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+            await self._stream(behaviour, record, text, usage if include_usage else None, receive, send)
+            return
+        await _send_json(send, 200, _completion(record, text, usage, behaviour.fixed), _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+    async def _before_answer(self, behaviour: Behaviour, record: Record, receive, send) -> bool:
+        """Latency, hangs and error statuses. True when the request is dealt with."""
+        if behaviour.hang:
+            record.outcome = "hung"
+            await _wait_for_disconnect(receive)
+            record.caller_disconnected, record.finished_at = True, time.monotonic()
+            return True
+        if behaviour.latency_ms:
+            await asyncio.sleep(behaviour.latency_ms / 1000)
+        if behaviour.status != 200:
+            headers = [(b"retry-after", str(behaviour.retry_after).encode())] if behaviour.retry_after else []
+            kind = "rate_limit_error" if behaviour.status == 429 else "server_error"
+            await _send_json(send, behaviour.status, _error(f"fake provider status {behaviour.status}", kind), headers)
+            record.outcome, record.finished_at = "error", time.monotonic()
+            return True
+        return False
+
+    async def _stream(self, behaviour, record, text, usage, receive, send) -> None:
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *_headers(behaviour)],
+        })
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            pieces = ([text[i:i + behaviour.chunk_chars] for i in range(0, len(text), behaviour.chunk_chars)]
+                      if behaviour.chunk_chars else _split(text, behaviour.chunks))
+            for index, piece in enumerate(pieces):
+                if index and behaviour.chunk_interval_ms:
+                    await _sleep_unless(watcher, behaviour.chunk_interval_ms / 1000)
+                if watcher.done():
+                    record.caller_disconnected, record.outcome = True, "caller_disconnected"
+                    return
+                if behaviour.disconnect_after_chunks is not None and index >= behaviour.disconnect_after_chunks:
+                    record.outcome = "dropped"
+                    raise ConnectionAbortedError("fake provider drops the stream")
+                delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+                await _send_event(send, _chunk(record, delta, None, behaviour.fixed))
+                record.chunk_times.append(time.monotonic())
+            await _send_event(send, _chunk(record, {}, "stop", behaviour.fixed))
+            if usage:
+                await _send_event(send, {**_chunk(record, {}, None, behaviour.fixed), "choices": [], "usage": usage})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            record.outcome = "answered"
+        finally:
+            record.finished_at = time.monotonic()
+            watcher.cancel()
+
+    async def _embeddings(self, payload: dict, record: Record, send) -> None:
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, _never_disconnects, send):
+            return
+        inputs = payload.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        dims = int(payload.get("dimensions") or 8)
+        data = [{"object": "embedding", "index": i, "embedding": _vector(str(x), dims)} for i, x in enumerate(inputs)]
+        usage = {"prompt_tokens": behaviour.prompt_tokens, "total_tokens": behaviour.prompt_tokens}
+        await _send_json(send, 200, {"object": "list", "data": data, "model": record.model, "usage": usage},
+                         _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+
+def _completion(record: Record, text: str, usage: dict, fixed: bool = False) -> dict:
+    return {
+        "id": "chatcmpl-fake-fixed" if fixed else f"chatcmpl-fake-{record.id}",
+        "object": "chat.completion",
+        "created": 1700000000 if fixed else int(time.time()),
+        "model": record.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+
+
+def _chunk(record: Record, delta: dict, finish_reason: str | None, fixed: bool = False) -> dict:
+    return {
+        "id": "chatcmpl-fake-fixed" if fixed else f"chatcmpl-fake-{record.id}",
+        "object": "chat.completion.chunk",
+        "created": 1700000000 if fixed else int(time.time()),
+        "model": record.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def _headers(behaviour: Behaviour) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), str(value).encode()) for name, value in behaviour.headers.items()]
+
+
+def _error(message: str, kind: str) -> dict:
+    return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def _split(text: str, parts: int) -> list[str]:
+    parts = max(1, parts)
+    size = -(-len(text) // parts) or 1
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    return pieces + [""] * (parts - len(pieces))
+
+
+def _last_user_text(payload: dict) -> str:
+    for message in reversed(payload.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return str(content)
+    return ""
+
+
+def _vector(text: str, dims: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(digest[i % len(digest)] / 255, 6) for i in range(dims)]
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _wait_for_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _never_disconnects() -> dict:
+    await asyncio.Future()
+    return {}
+
+
+async def _sleep_unless(watcher: asyncio.Future, seconds: float) -> None:
+    await asyncio.wait([watcher], timeout=seconds)
+
+
+async def _send_json(send, status: int, body, extra_headers=()) -> None:
+    payload = orjson.dumps(body)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + list(extra_headers)})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_event(send, event: dict) -> None:
+    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n", "more_body": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--behaviours", default="{}", help="JSON object: model name -> behaviour")
+    args = parser.parse_args()
+    app = FakeProvider(orjson.loads(args.behaviours))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", loop="uvloop", http="httptools")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Start and stop the processes the integration tests talk to (all on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered:\n{tail}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
+
+
+def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen, timeout: float = 15) -> int:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
+                         extra_callbacks: tuple[str, ...] = (), fallbacks: dict[str, list[str]] | None = None) -> Path:
+    """A LiteLLM config whose models are answered by the fake provider, guarded like production."""
+    lines = ["model_list:"]
+    for name, extra in models.items():
+        params = {"model": f"openai/{name}", "api_base": f"{fake_url}/v1", "api_key": "fake-provider-key", **extra}
+        lines.append(f"  - model_name: {name}")
+        lines.append(f"    litellm_params: {_flow(params)}")
+    lines += [
+        "litellm_settings:",
+        "  callbacks: " + json.dumps(["custom_callbacks.wrapper_only_guard", *extra_callbacks]).replace(",", ", "),
+        "  include_cost_in_streaming_usage: true",
+        "router_settings:",
+        "  num_retries: 0",
+        *([f"  fallbacks: {json.dumps([{group: to} for group, to in fallbacks.items()])}"] if fallbacks else []),
+        "general_settings:",
+        "  master_key: os.environ/LITELLM_MASTER_KEY",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _flow(params: dict) -> str:
+    return "{" + ", ".join(f'{k}: "{v}"' if isinstance(v, str) else f"{k}: {v}" for k, v in params.items()) + "}"

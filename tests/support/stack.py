@@ -1,0 +1,220 @@
+"""The stack tier: a fake provider and the real stack (`gateway up`: LiteLLM + wrapper) in front of it, its tenants and keys."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from tests.support.audit_db import as_superuser
+from tests.support.fake_provider import Behaviour
+from tests.support.identity import AUDIENCE, ISSUER, IdentityProvider, gateway_cli
+from tests.support.otlp_stub import OtlpStubProcess
+from tests.support.processes import BIN, free_port, start, stop, wait_until, write_litellm_config
+
+# Behaviours of the fake provider, by model name (see tests/support/fake_provider.py).
+FAKE_MODELS = {
+    "fake-chat": {},
+    "fake-echo": {"echo": True},
+    "fake-embed": {},
+    "paced": {"chunks": 5, "chunk_interval_ms": 50},
+    "long-stream": {"chunks": 40, "chunk_interval_ms": 100},
+    "boom": {"status": 500},
+    "busy": {"status": 503},
+    "limited": {"status": 429, "retry_after": 7},
+    "refuses": {"status": 400},
+    "stuck": {"hang": True},
+    "drops": {"chunks": 6, "chunk_interval_ms": 20, "disconnect_after_chunks": 2},
+    "globex-private": {},
+    "fake-echo-chars": {"echo": True, "chunk_chars": 1},  # streams its echo one character per event
+    "falls-back": {"status": 500},  # LiteLLM falls back to fake-chat (FALLBACKS)
+    "fake-echo-fixed": {"echo": True, "fixed": True},  # equal requests get byte-equal answers
+}
+FALLBACKS = {"falls-back": ["fake-chat"]}
+# Tenants of the test stack: acme may use every model but globex's private one.
+TENANT_MODELS = {
+    "acme": [m for m in FAKE_MODELS if m != "globex-private"],
+    "globex": ["fake-chat", "globex-private"],
+    "initech": ["fake-echo", "fake-echo-chars", "fake-embed", "fake-chat"],
+    "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
+    "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
+    "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
+}
+TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
+                    "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"]}
+# initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;
+# a tenant pattern adds employee ids. Its audit keeps full (redacted) content, to show no raw value lands there.
+INITECH_PII = {
+    "mode": "pseudonymize",
+    "endpoints": {"notes": "redact", "intake": "block"},
+    "recognizers": [{"entity": "EMPLOYEE_ID", "patterns": [r"\bEMP-\d{6}\b"]}],
+}
+# LiteLLM-side settings per model; `stuck` gets a short timeout so the hang test is quick, and some
+# models have prices, so that costs can be checked against the fake provider's usage.
+PRICES = {"input": 0.0001, "output": 0.0002}  # per token, for the models priced below
+_PRICED = {"input_cost_per_token": PRICES["input"], "output_cost_per_token": PRICES["output"]}
+LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED}
+TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
+COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
+
+MASTER_KEY = "sk-test-master-key"
+INTERNAL_SECRET = "test-internal-secret"
+
+
+@dataclass
+class FakeProvider:
+    url: str
+
+    def log(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_fake/log").json()
+
+    def requests_containing(self, marker: str) -> list[dict]:
+        return [r for r in self.log() if marker in orjson.dumps(r["body"]).decode()]
+
+
+@dataclass
+class Stack:
+    url: str  # the wrapper
+    litellm_url: str
+    log: Path
+    config: Path  # its gateway.yaml
+    keys: dict[str, str]  # name -> API key
+    idp: IdentityProvider
+    database_url: str  # its audit store (a fresh PostgreSQL database per test session)
+    litellm_config: Path  # the models its LiteLLM serves (a wrapper of a test's own in front of it reads it too)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers of acme's unbound app key: the default caller of the tests."""
+        return self.auth_for("acme-app")
+
+    def signing_key(self):
+        """The public key of the stack's audit signing key (kept in its var dir)."""
+        from wrapper.audit.signing import Signer
+
+        return Signer.load_or_create(None, self.config.parent / "var" / "audit-signing.key").public_key
+
+    def auth_for(self, key_name: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.keys[key_name]}"}
+
+    def count_tokens(self, **body) -> int:
+        """LiteLLM's own count (its tokenizer for the model) of a prompt or messages."""
+        reply = httpx.post(f"{self.litellm_url}/utils/token_counter", json=body, timeout=10,
+                           headers={"authorization": f"Bearer {MASTER_KEY}"})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["total_tokens"]
+
+
+def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
+    """Tenants and keys made with the real CLI, plus the org SSO section; returns the keys by name."""
+    path.write_text(orjson.dumps({"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": idp.jwks_url,
+                                           "jwks_refresh_min_seconds": 1}}).decode())
+    for tenant, models in TENANT_MODELS.items():
+        gateway_cli(path, "tenants", "add", tenant, "--models", *models, "--endpoints", *TENANT_ENDPOINTS[tenant])
+    config = yaml.safe_load(path.read_text())
+    config["tenants"]["initech"].update(pii=INITECH_PII, audit={"content": "full"}, fields={"allow": ["vendor_options"]})
+    config["tenants"]["hooli"].update(fields={"allow": ["top_k"]})
+    # The new way: policies on endpoints, each with a mode (initech above keeps the earlier `pii.endpoints` form).
+    config["tenants"]["soylent"]["endpoints"].update(watched={"pii": {"mode": "shadow", "action": "redact"}},
+                                                     guarded={"pii": {"mode": "enforce", "action": "redact"}})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return {
+        "initech-app": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "initech-app"),
+        "initech-notes": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "notes", "--endpoint", "notes"),
+        "initech-intake": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "intake", "--endpoint", "intake"),
+        "initech-auditor": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "audit", "--role", "auditor"),
+        "acme-app": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "acme-app"),
+        "acme-support": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "bot", "--endpoint", "support"),
+        "acme-auditor": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "audit", "--role", "auditor"),
+        "globex-app": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "globex-app"),
+        "globex-auditor": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "audit", "--role", "auditor"),
+        "acme-finance": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "finance", "--role", "finance"),
+        "admin": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "platform", "--role", "admin"),
+        "hooli-app": gateway_cli(path, "keys", "create", "--tenant", "hooli", "--name", "hooli-app"),
+        "fuzzed-app": gateway_cli(path, "keys", "create", "--tenant", "fuzzed", "--name", "fuzzed-app"),
+        **{f"soylent-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "soylent", "--name", endpoint,
+                                              "--endpoint", endpoint) for endpoint in ("watched", "guarded", "plain")},
+    }
+
+
+@pytest.fixture(scope="session")
+def idp() -> IdentityProvider:
+    provider = IdentityProvider()
+    yield provider
+    provider.close()
+
+
+@pytest.fixture(scope="session")
+def fake_provider(tmp_path_factory) -> FakeProvider:
+    port = free_port()
+    log = tmp_path_factory.mktemp("fake") / "fake.log"
+    process = start(
+        [str(BIN / "python"), "-m", "tests.support.fake_provider", "--port", str(port), "--behaviours", orjson.dumps(FAKE_MODELS).decode()],
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(f"{url}/_fake/log", 20, process, log)
+    yield FakeProvider(url)
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def stack_database() -> str:
+    """A fresh PostgreSQL database for the stack's audit log, dropped at the end of the session."""
+    name = f"gw_stack_{uuid.uuid4().hex[:12]}"
+    as_superuser(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    as_superuser(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def langfuse(tmp_path_factory) -> OtlpStubProcess:
+    """Where the stack's LiteLLM sends its Langfuse traces (tests/otlp_stub.py)."""
+    stub = OtlpStubProcess(tmp_path_factory.mktemp("langfuse") / "langfuse.log")
+    stub.start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Stack:
+    workdir = tmp_path_factory.mktemp("stack")
+    gateway_config = workdir / "gateway.yaml"
+    keys = write_gateway_config(gateway_config, idp)
+    models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
+    config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models,
+                                  extra_callbacks=("custom_callbacks.langfuse_traces",), fallbacks=FALLBACKS)
+    port, litellm_port = free_port(), free_port()
+    log = workdir / "gateway.log"
+    process = start(
+        [str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(config)],
+        log,
+        env={
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_LITELLM_PORT": str(litellm_port),
+            "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY,
+            "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+            "GATEWAY_DATABASE_URL": stack_database,
+            "GATEWAY_VAR_DIR": str(workdir / "var"),
+            "GATEWAY_LOG_REQUESTS": "true",  # tests read what LiteLLM's callback admitted from its log line
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
+            "LANGFUSE_BASE_URL": langfuse.url, "LANGFUSE_FLUSH_INTERVAL": "0.2", "LANGFUSE_TIMEOUT": "2",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(f"{url}/readyz", 90, process, log)
+    yield Stack(url, f"http://127.0.0.1:{litellm_port}", log, gateway_config, keys, idp, stack_database, config)
+    assert stop(process) == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture
+def openai_client(stack):
+    from openai import OpenAI
+
+    with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["acme-app"], max_retries=0, timeout=30) as client:
+        yield client

@@ -1,0 +1,177 @@
+"""Run the pod pair on one machine: LiteLLM on loopback and the wrapper in front of it.
+
+Both run as child processes; their output is shown line by line with a prefix.
+SIGINT or SIGTERM stops both (exit 0). If either dies on its own, the other is
+stopped and the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn.config
+
+from wrapper.audit.migrate import upgrade_database
+from wrapper.config import ConfigError, load_config
+from wrapper.settings import Settings
+
+STOP_GRACE_SECONDS = 10
+READY_TIMEOUT_SECONDS = 120
+
+# LiteLLM must never reach out at start (this machine and many production networks cannot).
+LITELLM_OFFLINE_ENV = {
+    "LITELLM_OFFLINE_MODE": "true",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
+    "LITELLM_LOCAL_POLICY_TEMPLATES": "True",
+    "LITELLM_LOCAL_BLOG_POSTS": "True",
+    "LITELLM_LOCAL_AUTOROUTER_PRESETS": "True",
+    "LITELLM_TELEMETRY": "False",
+}
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment both children share; generates the per-start secrets that are unset."""
+    master_key = settings.litellm_master_key or "sk-litellm-" + secrets.token_urlsafe(32)
+    internal_secret = settings.internal_secret or secrets.token_urlsafe(32)
+    return {
+        **os.environ,
+        **LITELLM_OFFLINE_ENV,
+        "LITELLM_MASTER_KEY": master_key,
+        "GATEWAY_LITELLM_MASTER_KEY": master_key,
+        "GATEWAY_INTERNAL_SECRET": internal_secret,
+        "GATEWAY_CONFIG": str(settings.config),
+        "GATEWAY_LITELLM_CONFIG": str(settings.litellm_config),
+        "GATEWAY_PORT": str(settings.port),
+        "GATEWAY_LITELLM_PORT": str(settings.litellm_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def litellm_command(settings: Settings) -> list[str]:
+    executable = Path(sys.executable).with_name("litellm")
+    litellm = str(executable) if executable.exists() else shutil.which("litellm")
+    if litellm is None:
+        raise SystemExit("gateway: the `litellm` command is not installed in this environment")
+    command = [litellm, "--config", str(settings.litellm_config), "--host", "127.0.0.1", "--port", str(settings.litellm_port)]
+    if not settings.log_requests:
+        command += ["--log_config", str(_quiet_access_log_config(settings.var_dir))]
+    return command
+
+
+def _quiet_access_log_config(var_dir: Path) -> Path:
+    """Uvicorn's own logging setup for LiteLLM, with its access log (a line per request) raised to warnings."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["uvicorn.access"]["level"] = "WARNING"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "litellm-logging.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def wrapper_command(settings: Settings) -> list[str]:
+    # X-Forwarded-For names the client only when a trusted proxy sent it (uvicorn would believe any local caller).
+    trusted = settings.trusted_proxies.strip()
+    forwarded = ["--proxy-headers", "--forwarded-allow-ips", trusted] if trusted else ["--no-proxy-headers"]
+    return [
+        sys.executable, "-m", "uvicorn", "wrapper.app:create_app", "--factory",
+        "--host", settings.host, "--port", str(settings.port), *forwarded,
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]
+
+
+async def _relay(name: str, stream: asyncio.StreamReader) -> None:
+    prefix = f"[{name}] ".encode()
+    while line := await stream.readline():
+        sys.stdout.buffer.write(prefix + line)
+        sys.stdout.buffer.flush()
+
+
+async def _start(name: str, command: list[str], env: dict[str, str]) -> tuple[asyncio.subprocess.Process, asyncio.Task]:
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+    )
+    return process, asyncio.create_task(_relay(name, process.stdout))
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+async def _announce_when_ready(settings: Settings) -> None:
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    print(f"[gateway] ready: {url}/v1 (OpenAI-compatible)", flush=True)
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    print(f"[gateway] not ready after {READY_TIMEOUT_SECONDS}s", flush=True)
+
+
+async def _prepare_database(settings: Settings) -> bool:
+    """Bring the audit store's schema up to date before anything can be answered (and audited)."""
+    if settings.database_url.startswith("sqlite"):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await upgrade_database(settings.database_url)
+    except Exception as exc:
+        print(f"gateway: cannot prepare the audit database ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return False
+    return True
+
+
+async def run_pair(settings: Settings) -> int:
+    if not settings.litellm_config.is_file():
+        print(f"gateway: LiteLLM config not found: {settings.litellm_config}", file=sys.stderr)
+        return 2
+    try:
+        load_config(settings.config)  # refuse a broken gateway.yaml before starting anything
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    if not await _prepare_database(settings):
+        return 2
+    env = child_environment(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_requested.set)
+
+    litellm, litellm_relay = await _start("litellm", litellm_command(settings), env)
+    wrapper, wrapper_relay = await _start("wrapper", wrapper_command(settings), env)
+    announce = asyncio.create_task(_announce_when_ready(settings))
+    stopping = asyncio.create_task(stop_requested.wait())
+    exits = {asyncio.create_task(p.wait()): name for p, name in ((litellm, "litellm"), (wrapper, "wrapper"))}
+
+    done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
+    died = [exits[task] for task in done if task in exits]
+    if died and not stop_requested.is_set():
+        print(f"[gateway] {died[0]} exited; stopping the other", flush=True)
+    announce.cancel()
+    await asyncio.gather(_stop(wrapper), _stop(litellm))
+    await asyncio.gather(litellm_relay, wrapper_relay, return_exceptions=True)
+    for task in (stopping, *exits):
+        task.cancel()
+    return 1 if died and not stop_requested.is_set() else 0

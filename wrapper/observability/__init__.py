@@ -1,0 +1,1 @@
+"""Request ids, logs, traces and metrics."""

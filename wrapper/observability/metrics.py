@@ -1,0 +1,98 @@
+"""Prometheus metrics, taken from the same facts as each request's audit record.
+
+Labels are tenant, endpoint, model (as requested, once allowed) and status:
+bounded by the config, whatever clients send. Per-user series are optional
+(GATEWAY_METRICS_USERS = how many distinct users to label; the rest count as
+`_other`), because one series per user would grow without limit.
+
+`GET /metrics` answers a bearer of GATEWAY_METRICS_TOKEN; with no token set, only
+loopback clients: tenant names and spend are not for every caller of the gateway.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from wrapper.auth.principal import forbidden
+
+OTHER_USERS = "_other"
+_LABELS = ("tenant", "endpoint", "model")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _model_label(record: dict) -> str:
+    """The model asked for, once it is known to be one the tenant may use (answered, or LiteLLM routed it).
+
+    A refused request's model is whatever the client typed: as a label it would let anyone grow the series.
+    """
+    if record.get("model") and (record["status"] < 400 or record.get("tier")):
+        return record["model"]
+    return ""
+
+
+class GatewayMetrics:
+    def __init__(self, users_labelled: int = 0) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("gateway_requests", "Requests, by tenant, endpoint, model and status.",
+                                [*_LABELS, "status"], registry=registry)
+        self.latency = Histogram("gateway_request_duration_seconds", "Time from arrival to the answer's end.",
+                                 _LABELS, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Streams: time from arrival to the first token.",
+                              _LABELS, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.tokens = Counter("gateway_tokens", "Tokens, by direction (in: prompt, out: completion).",
+                              [*_LABELS, "direction"], registry=registry)
+        self.cost = Counter("gateway_cost_usd", "Spend in US dollars, as LiteLLM priced it.", _LABELS, registry=registry)
+        self.decisions = Counter("gateway_policy_decisions", "What each pipeline step did (mode enforce) or would have "
+                                 "done (mode shadow), by tenant, endpoint, step, mode and decision.",
+                                 ["tenant", "endpoint", "step", "mode", "decision"], registry=registry)
+        self.users_labelled = users_labelled
+        self._users: set[tuple[str, str]] = set()
+        if users_labelled:
+            self.user_requests = Counter("gateway_user_requests", "Model calls per user (bounded).",
+                                         ["tenant", "user"], registry=registry)
+            self.user_cost = Counter("gateway_user_cost_usd", "Spend per user (bounded).", ["tenant", "user"],
+                                     registry=registry)
+
+    def observe(self, record: dict) -> None:
+        """Count one request from its audit record."""
+        labels = (record["tenant"], record.get("endpoint") or "", _model_label(record))
+        self.requests.labels(*labels, str(record["status"])).inc()
+        self.latency.labels(*labels).observe(record["latency_ms"] / 1000)
+        if record.get("ttft_ms") is not None:
+            self.ttft.labels(*labels).observe(record["ttft_ms"] / 1000)
+        for direction, field in (("in", "tokens_in"), ("out", "tokens_out")):
+            if record.get(field):
+                self.tokens.labels(*labels, direction).inc(record[field])
+        if record.get("cost"):
+            self.cost.labels(*labels).inc(record["cost"])
+        for decision in record.get("decisions") or ():  # steps and their words are the gateway's: bounded labels
+            self.decisions.labels(labels[0], labels[1], decision["step"], decision["mode"], decision["decision"]).inc()
+        if self.users_labelled and record.get("model") and record.get("user"):
+            user = self._bounded_user(record["tenant"], record["user"])
+            self.user_requests.labels(record["tenant"], user).inc()
+            if record.get("cost"):
+                self.user_cost.labels(record["tenant"], user).inc(record["cost"])
+
+    def _bounded_user(self, tenant: str, user: str) -> str:
+        key = (tenant, user)
+        if key in self._users:
+            return user
+        if len(self._users) < self.users_labelled:
+            self._users.add(key)
+            return user
+        return OTHER_USERS
+
+    def scrape(self, request: Request, token: str | None) -> Response:
+        presented = request.headers.get("authorization", "")
+        if token:
+            if not hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+                raise forbidden("Metrics need the bearer token set in GATEWAY_METRICS_TOKEN.", "metrics_not_allowed")
+        elif (request.client.host if request.client else None) not in _LOOPBACK:
+            raise forbidden("Metrics are served to loopback only until GATEWAY_METRICS_TOKEN is set.",
+                            "metrics_not_allowed")
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,92 @@
+"""The ordered steps of a model call, and how a step's mode applies: in one place, for every step.
+
+A step owns one concern of the request flow (DESIGN.md: admit, guardrails, PII,
+route, cache). Its request half runs in order and may refuse (a `refusal`, or a
+GatewayError raised when it cannot decide), answer (a Response: nothing later
+runs, LiteLLM is not called) or go on, rewriting the request and leaving a
+response half that will see the answer: whole, or each streamed event and then
+the end of the stream.
+Response halves see the answer in the reverse order of the request halves, as
+layers do.
+
+Each step's policy has a mode (gateway.yaml, per endpoint):
+- off: the step does not run;
+- shadow: the step runs on a copy of the request; what it would have done is
+  recorded (the audit record's `decisions`, the `gateway_policy_decisions`
+  counter), and nothing the client sees changes: no refusal, no rewrite, no
+  response half, and a failure of the step is only recorded;
+- enforce: the step runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+from starlette.responses import Response
+
+from wrapper.config.models import Mode
+from wrapper.context import RequestContext, ResponseHalf
+from wrapper.errors import GatewayError
+from wrapper.observability.tracing import step as span
+
+logger = logging.getLogger("wrapper.pipeline")
+
+
+@dataclass
+class StepResult:
+    decision: str  # what the step did (or would have done): a word from a small, fixed set per step
+    detail: dict = field(default_factory=dict)  # for the audit record: counts, names; never a value from the request
+    refusal: GatewayError | None = None  # the request may not go on (raised in enforce mode)
+    half: ResponseHalf | None = None  # what it will do to the answer
+    answer: Response | None = None  # the answer itself: LiteLLM is not called
+
+
+class Step(Protocol):
+    name: str
+
+    def mode(self, ctx: RequestContext) -> Mode: ...
+
+    async def request(self, ctx: RequestContext) -> StepResult: ...
+
+
+class Pipeline:
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+
+    async def run(self, ctx: RequestContext) -> Response | None:
+        """Every step's request half, in order; a Response when a step answered, else None (go to LiteLLM)."""
+        for step in self.steps:
+            mode = step.mode(ctx)
+            if mode is Mode.off:
+                continue
+            with span(step.name):
+                result = await (_shadow(step, ctx) if mode is Mode.shadow else step.request(ctx))
+            ctx.decisions.append({"step": step.name, "mode": mode.value, "decision": result.decision, **result.detail})
+            if mode is Mode.shadow:
+                continue
+            if result.refusal is not None:
+                raise result.refusal
+            if result.answer is not None:
+                return result.answer
+            if result.half is not None:
+                ctx.halves.append(result.half)
+        return None
+
+
+async def _shadow(step: Step, ctx: RequestContext) -> StepResult:
+    """The step, run on a copy of the request: whatever it does, refuses or breaks stays in the copy."""
+    copy = dataclasses.replace(ctx, body=orjson.loads(orjson.dumps(ctx.body)), halves=[], decisions=[], pii={},
+                               outcome=dataclasses.replace(ctx.outcome))
+    try:
+        result = await step.request(copy)
+    except GatewayError as refusal:
+        return StepResult("refuse", {"status": refusal.status, "code": refusal.code})
+    except Exception as exc:  # a shadow step must never cost the request anything
+        logger.error("step %s failed in shadow mode (%s)", step.name, type(exc).__name__)
+        return StepResult("error")
+    return StepResult(result.decision, result.detail)

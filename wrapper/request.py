@@ -1,0 +1,64 @@
+"""Read a request body once, bounded, and check it against its route's allow-list.
+
+Every field is checked against the route's `fields` (wrapper/routes) before
+any step reads the body: a field the route does not know is a 400 naming it,
+so is a wrong type (never a 500 further on), and so is a free-form value nested
+more than MAX_DEPTH levels (wrapper/routes/shapes.py). JSON nested beyond what
+the parser builds (1,024 levels) is refused as it is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.requests import Request
+
+from wrapper.errors import GatewayError, bad_request
+from wrapper.routes import Route
+from wrapper.routes.shapes import MAX_DEPTH, Object
+
+# Bodies larger than this are parsed and checked in a worker thread, so one large request does not hold every other
+# one on the event loop for the time it takes.
+INLINE_PARSE_BYTES = 256 * 1024
+
+
+async def read_request(request: Request, route: Route, extra_fields: frozenset[str], limit: int) -> dict:
+    """The body of a model call, checked: the route's fields, and the tenant's own extra ones."""
+    raw = await read_body(request, limit)
+    if len(raw) > INLINE_PARSE_BYTES:
+        return await asyncio.to_thread(parse, raw, route.fields, extra_fields)
+    return parse(raw, route.fields, extra_fields)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse(raw: bytes, fields: Object, extra_fields: frozenset[str] = frozenset()) -> dict:
+    body = parse_json_object(raw)
+    fields.check(body, "", extra_fields)
+    return body
+
+
+def parse_json_object(raw: bytes) -> dict:
+    if not raw:
+        raise bad_request("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise bad_request(f"The request body is nested more than {MAX_DEPTH} levels deep.") from None
+        raise bad_request(f"The request body is not valid JSON ({exc.args[0].split(':')[0]}).") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body

@@ -1,0 +1,79 @@
+"""What clients may send on each route, and one adapter per API shape for the steps that read it.
+
+A step of the pipeline (PII now; guardrails, cache and limits next) reads and
+rewrites the texts of a request and of its answer through the route's adapter,
+so it is written once for every API shape: the texts a user wrote
+(`user_texts`), the texts a model wrote in a whole answer (`answer_texts`) and
+in each streamed chunk (`stream_texts`), and what a count of the prompt's tokens
+reads (`prompt`).
+
+Each route also names the fields a client may send (`fields`, an allow-list
+checked before any step reads the body). That is how the gateway owns every
+field LiteLLM acts on: fallbacks, retries, timeouts, deployment and provider
+choice, credentials, cache controls and mocks are not in any API a client
+speaks, so a client can never send them; the gateway sets them itself from its
+config. A tenant or endpoint may let named provider-specific fields through
+(gateway.yaml `fields.allow`), never one of LITELLM_OWNED below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from wrapper.routes.shapes import Object
+
+Slot = tuple[object, object]  # (container, key): container[key] is a text a step may read and replace
+
+
+@dataclass(frozen=True)
+class StreamText:
+    """A piece of text in one streamed chunk, and which text it continues."""
+
+    key: tuple  # the text it belongs to: a choice's content, a tool call's arguments
+    container: dict
+    field: str
+    kind: str  # "content" (what the model says) or "arguments" (what it passes to a tool)
+    final: bool  # the text ends with this chunk: nothing of it may be held back
+
+
+class Unreadable(Exception):
+    """Input a text step cannot read (token ids): the step decides what that means for its policy."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__(param)
+        self.param = param
+
+
+class Route(Protocol):
+    name: str  # for logs and metrics
+    path: str  # LiteLLM's path for it
+    fields: Object  # the allow-list
+
+    def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]: ...
+
+    def answer_texts(self, answer: dict) -> Iterator[Slot]: ...
+
+    def stream_texts(self, chunk: dict) -> Iterator[StreamText]: ...
+
+    def closing_chunk(self, held: dict[tuple, str]) -> dict | None: ...
+
+    def started(self, chunk: dict) -> bool: ...
+
+    def prompt(self, body: dict) -> dict: ...
+
+
+# Fields LiteLLM acts on (a few of its several hundred; custom_callbacks.guard holds LiteLLM's own list and refuses
+# any of them that the wrapper did not seal). No tenant may let one of these through as a provider-specific field.
+LITELLM_OWNED = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "api_type", "organization", "custom_llm_provider",
+    "deployment_id", "specific_deployment", "model_list", "user_config", "fallbacks", "context_window_fallbacks",
+    "content_policy_fallbacks", "disable_fallbacks", "max_fallbacks", "num_retries", "max_retries", "retry_policy",
+    "model_group_retry_policy", "timeout", "request_timeout", "stream_timeout", "mock_response", "mock_timeout",
+    "mock_testing_fallbacks", "mock_testing_context_fallbacks", "mock_testing_rate_limit_error", "cache", "caching",
+    "no-cache", "ttl", "s-maxage", "namespace", "cache_key", "guardrails", "tags", "litellm_metadata",
+    "success_callback", "failure_callback", "callbacks", "input_cost_per_token", "output_cost_per_token",
+    "extra_headers", "extra_body", "extra_query", "headers", "proxy_server_request", "secret_fields", "litellm_call_id",
+    "litellm_logging_obj", "fastest_response", "router_settings_override", "model_info",
+})

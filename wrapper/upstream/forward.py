@@ -1,0 +1,194 @@
+"""Steps 7 and 8 of the flow: send the checked request to LiteLLM and hand its answer back through the steps.
+
+The metadata the wrapper vouches for is sealed here (see custom_callbacks.seal).
+The answer passes the steps' response halves (in the reverse order of their
+request halves) before it reaches the client: a whole answer once, a stream
+event by event as each arrives, and what a half still holds just before the
+stream's end. The wrapper's own time is measured as the total minus the wait
+on LiteLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from starlette.responses import Response
+
+from custom_callbacks.seal import CLIENT_METADATA_KEY, WARM_UP_TENANT, sealed_metadata
+from wrapper.context import RequestContext, ResponseHalf, StreamSummary
+from wrapper.errors import CLIENT_CLOSED, GatewayError
+from wrapper.observability.tracing import step
+from wrapper.upstream.client import LiteLLMClient, UpstreamStream, passed_headers
+from wrapper.upstream.sse import EventStreamResponse, split_events
+from wrapper.upstream.stream_usage import StreamUsageCounter
+
+_DONE = b"data: [DONE]"
+WARM_UP_SECONDS = 30
+
+
+class Upstream:
+    """LiteLLM, as the pipeline's last step sees it: one forward per request."""
+
+    def __init__(self, litellm: LiteLLMClient, secret: bytes, usage_counter: StreamUsageCounter) -> None:
+        self.litellm = litellm
+        self.secret = secret
+        self.usage_counter = usage_counter  # counts what a stream cut short had produced
+        self._warm_up: asyncio.Future | None = None
+
+    async def warm_up(self, model: str | None) -> None:
+        """Once per process, before it is ready: LiteLLM's first call pays for its own set-up.
+
+        Measured on 1.108.5: the first call took ~360 ms instead of ~12, and the first stream arrived in one piece
+        after ~150 ms. A call sealed for the warm-up tenant walks LiteLLM's whole path up to the guard, which
+        stops it there, before any provider (custom_callbacks.guard); a token count loads the tokenizer a
+        stream's usage needs. Afterwards the first call took ~47 ms (its provider connection) and the first
+        stream flowed as paced. Bounded: a warm-up that fails or hangs is given up, never a reason not to serve.
+        """
+        if self._warm_up is None:
+            self._warm_up = asyncio.ensure_future(self._warm(model))
+        await asyncio.shield(self._warm_up)
+
+    async def _warm(self, model: str | None) -> None:
+        if model is None:
+            return
+        prompt = {"model": model, "messages": [{"role": "user", "content": "warm-up"}]}
+        identity = {"gateway_request_id": "warm-up", "gateway_tenant_id": WARM_UP_TENANT, "gateway_credential_id": "gateway"}
+        call = {**prompt, "metadata": sealed_metadata(self.secret, prompt, identity)}
+        for path, body in (("/v1/chat/completions", call), ("/utils/token_counter", prompt)):
+            try:
+                async with asyncio.timeout(WARM_UP_SECONDS):
+                    await self.litellm.post(path, orjson.dumps(body), "warm-up")
+            except (GatewayError, TimeoutError):
+                pass  # the guard's refusal is the warm-up's expected end; anything else only means a colder start
+
+    async def forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
+        body = sealed_body(ctx, self.secret)
+        if ctx.body.get("stream"):
+            return await self._stream(ctx, body)
+        with step("litellm"):
+            reply = await _unless_client_leaves(self.litellm.post(ctx.route.path, body, ctx.request_id), client_gone)
+        _note_reply(ctx, reply.body, reply.headers)
+        answer = reply.body
+        if reply.status == 200 and ctx.halves:
+            ctx.outcome.provider_answer = reply.body  # what the audit may keep: the answer as the provider gave it
+            for half in reversed(ctx.halves):
+                answer = half.answer(answer)
+        headers = {**passed_headers(reply.headers), "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
+        return Response(answer, status_code=reply.status, headers=headers, media_type="application/json")
+
+    async def _stream(self, ctx: RequestContext, body: bytes) -> Response:
+        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id)
+        ctx.outcome.note_headers(stream.headers)
+        ctx.outcome.stream = StreamSummary(ctx.route, started_at=ctx.started_at)
+        headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
+        return EventStreamResponse(self._events(ctx, stream), headers)
+
+    async def _events(self, ctx: RequestContext, stream: UpstreamStream) -> AsyncIterator[bytes]:
+        summary = ctx.outcome.stream
+        asked_for_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
+        halves = list(reversed(ctx.halves))
+        try:
+            async for event in split_events(stream.chunks):
+                summary.observe(event)  # before it is sent: the response path reads the summary at [DONE]
+                if not asked_for_usage and _is_usage_only(event):
+                    continue  # the gateway asked for it, for the record; the client did not
+                if event.startswith(_DONE):
+                    for index, half in enumerate(halves):  # what each half still holds, through the halves after it
+                        if held := half.end():
+                            yield _through(halves[index + 1:], held)
+                if sent := _through(halves, event):
+                    yield sent
+        except GatewayError as exc:
+            # The status line is gone already; the client learns of the break in-band.
+            summary.error = exc.envelope()["error"]
+            yield exc.sse_event()
+        finally:
+            stream.close()  # no-op after a complete stream
+            if summary.usage is None and summary.first_token_at is not None:
+                # Cut short (client gone, stream broken): the provider billed what it produced; count it.
+                # The record waits for this; the client, gone or given its error already, does not.
+                summary.usage = await self.usage_counter.count(
+                    ctx.route.prompt(ctx.body), summary.produced, ctx.outcome.tier or ctx.model_group,
+                    stream.headers.get("x-litellm-model-id"), ctx.request_id)
+
+
+def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
+    """The body LiteLLM receives: the client's checked fields, the model the route resolved, and sealed metadata.
+
+    Every field here passed the route's allow-list (wrapper.routes); the gateway adds only what it owns: the
+    tenant context, from the authenticated principal, and the usage a stream must report for the record.
+    The client's own metadata travels nested under CLIENT_METADATA_KEY, so none of its keys is read by LiteLLM
+    as one of its own (tags, trace ids, budgets ...).
+    """
+    principal, body = ctx.principal, ctx.body
+    upstream = {key: value for key, value in body.items() if key != "metadata"}
+    upstream["model"] = ctx.model_group
+    if body.get("stream"):  # usage (and LiteLLM's cost) arrive in a last chunk only when asked for
+        upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    user = principal.user or body.get("user")
+    if user:
+        upstream["user"] = user
+    identity = {
+        "gateway_request_id": ctx.request_id,
+        "gateway_tenant_id": principal.tenant,
+        "gateway_user_id": principal.user,
+        "gateway_endpoint": principal.endpoint,
+        "gateway_credential_id": principal.credential_id,
+        "tags": [f"tenant:{principal.tenant}"] + ([f"endpoint:{principal.endpoint}"] if principal.endpoint else []),
+    }
+    metadata = sealed_metadata(secret, upstream, identity)
+    if body.get("metadata"):
+        metadata[CLIENT_METADATA_KEY] = body["metadata"]
+    upstream["metadata"] = metadata
+    return orjson.dumps(upstream)
+
+
+def _through(halves: list[ResponseHalf], event: bytes) -> bytes:
+    for half in halves:
+        event = half.event(event)
+    return event
+
+
+async def _unless_client_leaves(call: Awaitable, client_gone: Callable[[], Awaitable[None]]):
+    """Await the upstream call, but drop it the moment the client hangs up: no answer nobody reads."""
+    answer, watcher = asyncio.ensure_future(call), asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not answer.done():
+            answer.cancel()  # closes the connection to LiteLLM, which stops the provider call
+            await asyncio.gather(answer, return_exceptions=True)
+    if answer.cancelled():
+        raise GatewayError(CLIENT_CLOSED, "The client closed the connection.", type="client_closed_request",
+                           code="client_cancelled")
+    return answer.result()
+
+
+def _note_reply(ctx: RequestContext, content: bytes, headers: dict[str, str]) -> None:
+    ctx.outcome.note_headers(headers)
+    try:
+        reply = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(reply, dict):
+        ctx.outcome.model_served = reply.get("model") if isinstance(reply.get("model"), str) else None
+        ctx.outcome.note_usage(reply.get("usage"))
+
+
+def _is_usage_only(event: bytes) -> bool:
+    """The last chunk of a stream asked to include usage: usage (and cost), and no choice with anything in it.
+
+    OpenAI sends it with no choices; LiteLLM with one whose delta is empty.
+    """
+    if b'"usage"' not in event:
+        return False
+    try:
+        chunk = orjson.loads(event.split(b"data:", 1)[1])
+    except (IndexError, orjson.JSONDecodeError):
+        return False
+    if not isinstance(chunk, dict) or not chunk.get("usage") or not isinstance(chunk.get("choices"), list):
+        return False
+    return all(isinstance(c, dict) and not c.get("delta") and c.get("finish_reason") is None for c in chunk["choices"])

@@ -1,0 +1,84 @@
+"""The usage and cost of a stream that ended before its usage chunk: the client left, or the stream broke.
+
+The provider billed what it produced, but a stream cut short never reports it.
+LiteLLM can still tell: it counts tokens with the deployment's own tokenizer
+(`/utils/token_counter`, offline) and knows each deployment's prices, custom
+ones included (`/model/info`). The gateway asks it once the stream is over, so
+nobody waits on the answer; a count that fails or takes too long leaves the
+usage unknown, and never the record unwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+
+from wrapper.errors import GatewayError
+from wrapper.upstream.client import LiteLLMClient
+
+logger = logging.getLogger("wrapper.upstream.stream_usage")
+
+COUNT_TIMEOUT_SECONDS = 5.0
+_PRICES_REFRESH_SECONDS = 30.0  # an unknown deployment re-reads the price list at most this often
+
+
+class StreamUsageCounter:
+    def __init__(self, litellm: LiteLLMClient) -> None:
+        self._litellm = litellm
+        self._prices: dict[str, tuple[float, float]] = {}  # deployment id -> (input, output) per token
+        self._prices_read_at = float("-inf")
+
+    async def count(self, prompt: dict, produced: str, model_group: str, deployment_id: str | None,
+                    request_id: str) -> dict | None:
+        """Usage in the shape of OpenAI's (plus `cost` and `estimated`), or None when it cannot be counted.
+
+        `prompt` is what the route says a count of the request's tokens reads (wrapper.routes: `prompt`)."""
+        try:
+            async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
+                tokens_in, tokens_out, prices = await asyncio.gather(
+                    self._tokens({"model": model_group, **prompt}, request_id),
+                    self._tokens({"model": model_group, "prompt": produced}, request_id) if produced else _zero(),
+                    self._prices_of(deployment_id),
+                )
+        except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("could not count the usage of an unfinished stream (%s)", type(exc).__name__)
+            return None
+        usage = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                 "total_tokens": tokens_in + tokens_out, "estimated": True}
+        if prices is not None:
+            usage["cost"] = tokens_in * prices[0] + tokens_out * prices[1]
+        return usage
+
+    async def _tokens(self, body: dict, request_id: str) -> int:
+        reply = await self._litellm.post("/utils/token_counter", orjson.dumps(body), request_id)
+        total = orjson.loads(reply.body)["total_tokens"]
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise ValueError("token_counter answered without a count")
+        return total
+
+    async def _prices_of(self, deployment_id: str | None) -> tuple[float, float] | None:
+        if deployment_id is None:
+            return None
+        if deployment_id not in self._prices and time.monotonic() - self._prices_read_at > _PRICES_REFRESH_SECONDS:
+            self._prices_read_at = time.monotonic()
+            status, content = await self._litellm.get("/model/info")
+            if status == 200:
+                self._prices = _prices_by_deployment(orjson.loads(content))
+        return self._prices.get(deployment_id)
+
+
+def _prices_by_deployment(model_info: dict) -> dict[str, tuple[float, float]]:
+    prices = {}
+    for deployment in model_info.get("data") or ():
+        info = deployment.get("model_info") or {}
+        price_in, price_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+        if info.get("id") and isinstance(price_in, int | float) and isinstance(price_out, int | float):
+            prices[info["id"]] = (float(price_in), float(price_out))
+    return prices
+
+
+async def _zero() -> int:
+    return 0
