@@ -52,10 +52,11 @@ if not logger.handlers:  # LiteLLM configures its own loggers only; give ours a 
     logger.propagate = False
 
 REFUSAL = "This LiteLLM instance only serves requests sent through the gateway."
-# Top-level fields LiteLLM's proxy adds to every request before the pre-call hook (checked for 1.108.5 by the stack
-# tests: were it to add another, every request would be refused, loudly).
+# Top-level fields LiteLLM's proxy adds to a request before the pre-call hook (checked for 1.108.5 by the stack
+# tests: were it to add another, requests would be refused, loudly): its own bookkeeping, and the trace and session
+# ids it reads from the headers the wrapper sends (traceparent, baggage).
 ADDED_BY_LITELLM = frozenset({"litellm_call_id", "litellm_logging_obj", "proxy_server_request", "secret_fields",
-                              "litellm_metadata"})
+                              "litellm_metadata", "litellm_trace_id", "litellm_session_id"})
 GATEWAY_SET = frozenset({"metadata", *CONTROL_FIELDS})
 
 

@@ -79,3 +79,14 @@ def test_models_lists_the_configured_models(stack):
 def test_health_and_readiness(stack):
     assert httpx.get(f"{stack.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{stack.url}/readyz").json() == {"status": "ready"}
+
+
+def test_a_traced_request_is_served_and_its_trace_continues_into_litellm(stack):
+    """The client's traceparent goes on to LiteLLM, which turns it into a trace id field of its own."""
+    trace_id, logged_before = uuid.uuid4().hex, len(stack.log.read_text())
+    for stream in (False, True):
+        response = httpx.post(f"{stack.url}/v1/chat/completions", timeout=30,
+                              json={"model": "fake-chat", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+                              headers={**stack.auth, "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"})
+        assert response.status_code == 200, response.text
+    assert "did not come through the wrapper" not in stack.log.read_text()[logged_before:]
