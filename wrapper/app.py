@@ -34,6 +34,7 @@ from wrapper.observability.metrics import GatewayMetrics
 from wrapper.observability.request_id import RequestIdMiddleware
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.pii import PiiScanner, PiiStep
+from wrapper.model_routes import ModelRoutes
 from wrapper.pipeline import Pipeline
 from wrapper.request import read_request
 from wrapper.routes import Route
@@ -54,11 +55,11 @@ from wrapper.upstream.stream_usage import StreamUsageCounter
 NO_FASTAPI_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
-def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None = None) -> GatewayApp:
     """The app; `litellm` replaces the connection to LiteLLM (the in-process tests put the fake provider there)."""
     settings = settings or get_settings()
     configure_logging()
-    configure_tracing()
+    traced = configure_tracing()
     if not settings.internal_secret:
         raise RuntimeError(
             "GATEWAY_INTERNAL_SECRET is not set: LiteLLM would refuse every request. "
@@ -123,22 +124,9 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         await audit_store.close()
         await litellm.aclose()
 
+    # The API routes: compliance, finance, the model list, probes and metrics.
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=NO_FASTAPI_TELEMETRY)
     install_error_handlers(app)
-    # 8. every request's record, whatever its fate, and the metrics counted from it
-    app.add_middleware(AuditMiddleware, writer=audit_writer, observers=(metrics.observe,))
-    app.add_middleware(TracingMiddleware)  # a span per request, continuing the client's traceparent
-    app.add_middleware(RequestIdMiddleware)  # the request's id and context, for everything inside
-
-    chat, embeddings = ChatRoute(), EmbeddingsRoute()
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await model_call(request, chat)
-
-    @app.post("/v1/embeddings")
-    async def embeddings_route(request: Request) -> Response:
-        return await model_call(request, embeddings)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -174,4 +162,21 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         await upstream.warm_up(catalog.some_model())  # once: the first client's call should not pay for it
         return {"status": "ready"}
 
-    return app
+    # The layers every request passes, outermost first: its id and context, its span, its audit record (8);
+    # then the model calls go straight to the flow above, everything else to FastAPI.
+    served = ModelRoutes({"/v1/chat/completions": ChatRoute(), "/v1/embeddings": EmbeddingsRoute()}, model_call, app)
+    served = AuditMiddleware(served, audit_writer, observers=(metrics.observe,))
+    if traced:
+        served = TracingMiddleware(served)  # a span per request, continuing the client's traceparent
+    return GatewayApp(RequestIdMiddleware(served), app)
+
+
+class GatewayApp:
+    """What uvicorn serves; `api` is the FastAPI app inside (its routes, its lifespan)."""
+
+    def __init__(self, asgi, api: FastAPI) -> None:
+        self.asgi = asgi
+        self.api = api
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.asgi(scope, receive, send)

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from tests.support.processes import write_litellm_config
 from tests.support.wrapper import start_wrapper, write_tenants
@@ -55,12 +56,16 @@ def test_a_request_is_a_trace_of_its_steps_continued_upstream(tmp_path, fake_pro
     assert sent["traceparent"] == f"00-{trace_id}-{by_name['litellm']['span_id']}-01"
 
 
-def test_log_lines_carry_the_trace_id():
+@pytest.mark.parametrize("traced", [True, False])
+def test_log_lines_carry_the_trace_id_when_tracing_is_on(monkeypatch, traced):
     from opentelemetry.sdk.trace import TracerProvider
 
+    from wrapper.observability import tracing
     from wrapper.observability.logs import JsonFormatter
 
+    monkeypatch.setattr(tracing, "_enabled", traced)  # as configure_tracing() sets it when an endpoint is configured
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("request") as span:
         line = JsonFormatter().format(logging.LogRecord("wrapper", logging.INFO, __file__, 1, "hello", None, None))
-    assert f'"trace_id":"{format(span.get_span_context().trace_id, "032x")}"' in line
+    trace_id = f'"trace_id":"{format(span.get_span_context().trace_id, "032x")}"'
+    assert (trace_id in line) is traced  # off, nothing of OpenTelemetry runs on a request

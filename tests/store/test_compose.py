@@ -72,7 +72,7 @@ def test_the_health_check_asks_the_wrapper_for_readiness_on_its_port():
     assert urlsplit(url).port == Settings.model_fields["port"].default
     assert GATEWAY["ports"] == [f"{urlsplit(url).port}:{urlsplit(url).port}"]
     app = create_app(Settings(internal_secret="x", var_dir=ROOT / "var" / "compose-test"))
-    routes = {getattr(route, "path", None) for route in app.routes}
+    routes = {getattr(route, "path", None) for route in app.api.routes}
     assert urlsplit(url).path in routes
 
 

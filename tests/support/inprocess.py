@@ -101,6 +101,6 @@ async def gateway(tmp_path):
     await upgrade_database(settings.database_url)
     provider = FakeProvider(MODELS)
     app = create_app(settings, litellm=InProcessLiteLLM(provider))
-    async with app.router.lifespan_context(app):
+    async with app.api.router.lifespan_context(app.api):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
             yield Gateway(client, provider, config, keys)

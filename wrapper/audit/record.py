@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,6 +30,7 @@ import orjson
 from wrapper.audit.chain import canonical
 from wrapper.config import SYSTEM_TENANT, AuditContent
 from wrapper.context import RequestContext
+from wrapper.observability.request_id import new_id
 from wrapper.routes.shapes import within_depth
 
 
@@ -68,7 +68,7 @@ def build_record(ctx: RequestContext, delivery: Delivery) -> dict:
         outcome.note_usage(stream.usage)
     return {
         "kind": "request",
-        "event_id": uuid.uuid4().hex,
+        "event_id": new_id(),
         "request_id": ctx.request_id,
         "occurred_at": ctx.received_at,
         "completed_at": datetime.now(UTC),

@@ -51,6 +51,7 @@ class GatewayMetrics:
                                  "done (mode shadow), by tenant, endpoint, step, mode and decision.",
                                  ["tenant", "endpoint", "step", "mode", "decision"], registry=registry)
         self.users_labelled = users_labelled
+        self._children: dict[tuple, object] = {}  # (metric, labels) -> its series: labels() locks and checks each call
         self._users: set[tuple[str, str]] = set()
         if users_labelled:
             self.user_requests = Counter("gateway_user_requests", "Model calls per user (bounded).",
@@ -61,22 +62,31 @@ class GatewayMetrics:
     def observe(self, record: dict) -> None:
         """Count one request from its audit record."""
         labels = (record["tenant"], record.get("endpoint") or "", _model_label(record))
-        self.requests.labels(*labels, str(record["status"])).inc()
-        self.latency.labels(*labels).observe(record["latency_ms"] / 1000)
+        series = self._series
+        series(self.requests, *labels, str(record["status"])).inc()
+        series(self.latency, *labels).observe(record["latency_ms"] / 1000)
         if record.get("ttft_ms") is not None:
-            self.ttft.labels(*labels).observe(record["ttft_ms"] / 1000)
+            series(self.ttft, *labels).observe(record["ttft_ms"] / 1000)
         for direction, field in (("in", "tokens_in"), ("out", "tokens_out")):
             if record.get(field):
-                self.tokens.labels(*labels, direction).inc(record[field])
+                series(self.tokens, *labels, direction).inc(record[field])
         if record.get("cost"):
-            self.cost.labels(*labels).inc(record["cost"])
+            series(self.cost, *labels).inc(record["cost"])
         for decision in record.get("decisions") or ():  # steps and their words are the gateway's: bounded labels
-            self.decisions.labels(labels[0], labels[1], decision["step"], decision["mode"], decision["decision"]).inc()
+            series(self.decisions, labels[0], labels[1], decision["step"], decision["mode"], decision["decision"]).inc()
         if self.users_labelled and record.get("model") and record.get("user"):
             user = self._bounded_user(record["tenant"], record["user"])
             self.user_requests.labels(record["tenant"], user).inc()
             if record.get("cost"):
                 self.user_cost.labels(record["tenant"], user).inc(record["cost"])
+
+    def _series(self, metric, *labels: str):
+        """The metric's series for these labels (bounded by the config, so is this cache)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _bounded_user(self, tenant: str, user: str) -> str:
         key = (tenant, user)

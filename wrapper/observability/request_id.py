@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 
 from wrapper.context import CONTEXT_KEY, RequestContext
 from wrapper.observability.log_context import request_id_var, tenant_var
@@ -12,10 +12,20 @@ from wrapper.observability.log_context import request_id_var, tenant_var
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+def new_id() -> str:
+    """128 random bits as 32 hex digits (uuid4's form): unique, not secret.
+
+    From the process's Mersenne Twister, seeded from the OS at start and reseeded in a forked child: uuid4's
+    read of os.urandom is a system call per id, ~10 µs each under load on this VM, twice per request.
+    Nothing relies on an id being unguessable: a client may choose its own request id anyway.
+    """
+    return f"{random.getrandbits(128):032x}"
+
+
 def choose_request_id(client_value: str | None) -> str:
     if client_value and _WELL_FORMED.fullmatch(client_value):
         return client_value
-    return uuid.uuid4().hex
+    return new_id()
 
 
 class RequestIdMiddleware:

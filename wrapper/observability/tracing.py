@@ -5,12 +5,16 @@ set, with the standard OTEL_* variables for the rest; spans are exported in the
 background (batched, bounded queue). Off, every span is OpenTelemetry's no-op.
 A W3C `traceparent` from the client makes the request's span a child of the
 client's; the call to LiteLLM carries the wrapper's own `traceparent` on.
+
+Off, nothing of OpenTelemetry runs on a request at all: no-op spans and an
+empty propagation still cost ~60 µs per request (a tenth of the wrapper's CPU).
+A client's `traceparent` is then simply not passed on.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
@@ -20,11 +24,19 @@ from wrapper.context import request_context
 TRACER = trace.get_tracer("wrapper")
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _PROPAGATED = (b"traceparent", b"tracestate")
+_NO_SPAN = nullcontext()
+_enabled = False
 
 
-def configure_tracing() -> None:
+def tracing_enabled() -> bool:
+    return _enabled
+
+
+def configure_tracing() -> bool:
+    """Export spans when an OTLP endpoint is configured; True when tracing is on."""
+    global _enabled
     if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
-        return
+        return _enabled
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -33,20 +45,25 @@ def configure_tracing() -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "llm-gateway")}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    _enabled = True
+    return True
 
 
 def step(name: str) -> AbstractContextManager:
     """A span for one step of the request flow, a child of the request's span."""
-    return TRACER.start_as_current_span(name)
+    return TRACER.start_as_current_span(name) if _enabled else _NO_SPAN
 
 
 def with_trace_context(headers: dict[str, str]) -> dict[str, str]:
     """The headers plus the current span's traceparent, for the call to LiteLLM."""
-    propagate.inject(headers)
+    if _enabled:
+        propagate.inject(headers)
     return headers
 
 
 def current_trace_id() -> str | None:
+    if not _enabled:
+        return None
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
