@@ -2,8 +2,9 @@
 
 Appends for one tenant are serialised by a row lock on its head (PostgreSQL)
 or by SQLite's single writer: the first statement of every append transaction
-is a write, so the lock is held before the head is read. Concurrent writers in
-any number of processes therefore leave a gap-free chain. On PostgreSQL a batch
+is a write (on SQLite, BEGIN IMMEDIATE: see sqlite_append.py), so the lock is
+held before the head is read. Concurrent writers in any number of processes
+therefore leave a gap-free chain. On PostgreSQL a batch
 of one tenant first tries the one-statement optimistic append (optimistic.py),
 which is the same guarantee in one round trip.
 """
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wrapper.audit.chain import GENESIS, chain_rows, query_columns, row_hash
 from wrapper.audit.optimistic import OptimisticAppender
+from wrapper.audit.sqlite_append import SqliteAppender
 from wrapper.audit.schema import audit_checkpoints, audit_events, audit_heads
 from wrapper.audit.signing import Signer, checkpoint_message, signature_valid
 
@@ -60,9 +62,13 @@ class AuditStore:
         postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if postgres else sqlite_insert
         self._optimistic = OptimisticAppender(engine) if postgres else None
+        database = engine.url.database
+        self._sqlite = SqliteAppender(database) if not postgres and database and database != ":memory:" else None
 
     async def append(self, records: list[dict]) -> list[tuple[str, int]]:
         """Append records (each with tenant, request_id, occurred_at) atomically; returns (tenant, seq) of each."""
+        if self._sqlite is not None:
+            return await self._sqlite.append(records)
         if self._optimistic is not None and len({r["tenant"] for r in records}) == 1:
             placed = await self._optimistic.append(records[0]["tenant"], records)
             if placed is not None:
@@ -74,6 +80,8 @@ class AuditStore:
         """Release every connection (the writer's held one too)."""
         if self._optimistic is not None:
             await self._optimistic.close()
+        if self._sqlite is not None:
+            await self._sqlite.close()
         await self.engine.dispose()
 
     async def append_in(self, conn: AsyncConnection, records: list[dict]) -> list[tuple[str, int]]:
