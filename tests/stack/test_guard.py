@@ -104,3 +104,17 @@ def test_a_correctly_sealed_request_is_served(stack):
     assert straight_to_litellm(stack, sealed(CHAT)).status_code == 200
     stream = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     assert straight_to_litellm(stack, sealed(stream)).status_code == 200
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer sk-wrong", f"Bearer {MASTER_KEY}x", f"Bearer {MASTER_KEY[:-1]}",
+                                           f"Bearer {MASTER_KEY.upper()}", "Bearer"],
+                         ids=["none", "wrong", "longer", "shorter", "other-case", "scheme-only"])
+def test_litellm_answers_only_the_master_key_with_401_for_anything_else(stack, fake_provider, authorization):
+    """LiteLLM's auth is the gateway's constant-time master-key check (custom_callbacks.master_key_auth)."""
+    before = len(fake_provider.log())
+    headers = {"authorization": authorization} if authorization else {}
+    response = httpx.post(f"{stack.litellm_url}/v1/chat/completions", json=sealed(CHAT), headers=headers, timeout=30)
+    assert response.status_code == 401, response.text
+    assert len(fake_provider.log()) == before
+    answered = straight_to_litellm(stack, sealed(CHAT))
+    assert answered.status_code == 200, answered.text

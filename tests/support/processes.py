@@ -74,6 +74,7 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
         *([f"  fallbacks: {json.dumps([{group: to} for group, to in fallbacks.items()])}"] if fallbacks else []),
         "general_settings:",
         "  master_key: os.environ/LITELLM_MASTER_KEY",
+        "  custom_auth: custom_callbacks.master_key_auth.user_api_key_auth",
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
