@@ -9,15 +9,17 @@ always in the OpenAI envelope, with the upstream message kept.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
+from urllib.parse import urlsplit
 
 from wrapper.errors import GatewayError, error_in
 from wrapper.observability.tracing import with_trace_context
+from wrapper.upstream.http1 import Http1Pool, Unreachable
+
+CONNECT_TIMEOUT_SECONDS = 5
 
 # Headers of LiteLLM's answer worth passing to the client; the rest (provider URLs,
 # key spend, internal ids) stays inside.
@@ -48,86 +50,71 @@ class UpstreamStream:
 
 
 class LiteLLMClient:
-    """One keep-alive connection pool to LiteLLM, opened at start-up.
+    """One keep-alive connection pool to LiteLLM, opened at start-up (wrapper.upstream.http1).
 
-    aiohttp rather than httpx: on this hop httpx added about 0.3 ms per request,
-    a third of the wrapper's whole budget (see bench/results/overhead.md).
+    Not aiohttp or httpx: on this hop aiohttp cost ~72 µs of CPU per request and httpx more, a fifth of the
+    wrapper's whole budget; the hop needs far less than a general client (bench/results/hot_path.md).
     """
 
     def __init__(self, base_url: str, master_key: str | None, timeout_seconds: float) -> None:
-        self._base_url = base_url
-        self._headers = {"content-type": "application/json"}
+        address = urlsplit(base_url)
+        headers = {"content-type": "application/json"}
         if master_key:
-            self._headers["authorization"] = f"Bearer {master_key}"
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
+            headers["authorization"] = f"Bearer {master_key}"
+        self._pool = Http1Pool(address.hostname, address.port or 80, headers, CONNECT_TIMEOUT_SECONDS, timeout_seconds)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
-            self._base_url, connector=connector, headers=self._headers, timeout=self._timeout, auto_decompress=False
-        )
+        pass  # connections are made on first use
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._pool.aclose()
 
     async def post(self, path: str, body: bytes, request_id: str) -> UpstreamReply:
         started = time.perf_counter()
         try:
-            async with self._session.post(path, data=body, headers=_headers(request_id)) as response:
-                content = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reply = await self._pool.start("POST", path, body, _headers(request_id))
+            content = await self._pool.read(reply)
+        except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         waited = time.perf_counter() - started
-        if response.status >= 400:
-            raise upstream_error(response.status, content, response.headers)
-        return UpstreamReply(response.status, content, _lower(response.headers), waited)
+        if reply.status >= 400:
+            raise upstream_error(reply.status, content, reply.headers)
+        return UpstreamReply(reply.status, content, reply.headers, waited)
 
     async def open_stream(self, path: str, body: bytes, request_id: str) -> UpstreamStream:
         """Send a streaming request; return the open stream once LiteLLM has answered with 200."""
         started = time.perf_counter()
         try:
-            response = await self._session.post(path, data=body, headers=_headers(request_id))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reply = await self._pool.start("POST", path, body, _headers(request_id))
+        except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
-        if response.status >= 400:
+        if reply.status >= 400:
             try:
-                content = await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                content = await self._pool.read(reply)
+            except (ConnectionError, TimeoutError):
                 content = b""
-            finally:
-                response.release()
-            raise upstream_error(response.status, content, response.headers)
-        return UpstreamStream(_lower(response.headers), time.perf_counter() - started, _raw_chunks(response),
-                              response.close)
+            raise upstream_error(reply.status, content, reply.headers)
+        return UpstreamStream(reply.headers, time.perf_counter() - started, _raw_chunks(self._pool, reply),
+                              lambda: self._pool.close(reply))
 
     async def get(self, path: str) -> tuple[int, bytes]:
         try:
-            async with self._session.get(path, timeout=aiohttp.ClientTimeout(total=5)) as response:
-                return response.status, await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reply = await self._pool.start("GET", path, b"", {}, timeout=5)
+            return reply.status, await self._pool.read(reply, timeout=5)
+        except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
 
 
-async def _raw_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _raw_chunks(pool: Http1Pool, reply) -> AsyncIterator[bytes]:
     """The stream's bytes as they arrive. Closing early drops the connection, so LiteLLM sees the caller leave."""
-    finished = False
+    chunks = pool.chunks(reply)
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in chunks:
             yield chunk
-        finished = True
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (ConnectionError, TimeoutError) as exc:
         raise _transport_error(exc) from None
     finally:
-        if finished:
-            response.release()
-        else:
-            response.close()
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
+        await chunks.aclose()
 
 
 def _headers(request_id: str) -> dict[str, str]:
@@ -166,8 +153,8 @@ def _upstream_message(content: bytes) -> tuple[str, str | None]:
 
 
 def _transport_error(exc: Exception) -> GatewayError:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return GatewayError(504, "The model did not answer in time.", code="upstream_timeout")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, Unreachable):
         return GatewayError(502, "The model router (LiteLLM) is unreachable.", code="upstream_unreachable")
     return GatewayError(502, "The connection to the model router broke.", code="upstream_error")
