@@ -26,6 +26,7 @@ test: install
 	$(VENV)/bin/python -m pytest
 
 bench: install
+	$(VENV)/bin/python bench/hot_path.py
 	$(VENV)/bin/python bench/overhead.py
 	$(VENV)/bin/python bench/audit_store.py
 	$(VENV)/bin/python bench/pii.py

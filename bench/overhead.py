@@ -1,9 +1,11 @@
 """Overhead of the wrapper over bare LiteLLM, measured in one run on this machine.
 
 Targets on loopback, all answered by the fake provider:
-  (a) the fake provider directly, (b) bare LiteLLM on the same model list,
-  (c) the full stack (`gateway up`: wrapper + LiteLLM with the gateway's callbacks),
-  and the wrapper alone in front of the fake provider.
+  (a) the fake provider directly, (b) bare LiteLLM on the same model list, as shipped
+  (its own key auth, the openai SDK path, one worker) and tuned as `gateway up` runs it
+  (the master-key auth, the newer OpenAI handler), (c) full stacks (`gateway up`: wrapper +
+  LiteLLM with the gateway's callbacks): traced, untraced, untraced with two LiteLLM workers,
+  and the wrapper alone in front of the fake provider, traced and untraced.
 Measures p50/p99 latency at concurrency 1, requests/s at concurrency 16, and
 time to first token of a stream for (b) and (c), as separate phases. Latency at
 c=1 drifts by milliseconds over seconds on this shared machine, so it is taken
@@ -15,7 +17,9 @@ request's record is committed before its answer ends, so each wrapper request
 per second is also an audit record per second (checked against the database).
 Metrics, stream costs, Langfuse traces (from LiteLLM) and OpenTelemetry spans
 (from the wrapper) are on, exported to a local OTLP stand-in; a second full
-stack with tracing off shows what tracing itself costs.
+stack with tracing off shows what tracing itself costs. Beside latency, the CPU
+time per request of each target's processes (from /proc). Load generator:
+bench/loadgen.py (aiohttp for streams).
 Prints a markdown table and writes it to bench/results/overhead.md.
 """
 
@@ -35,11 +39,13 @@ import asyncpg
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import closed_loop, cpu_of, pids_named, process_tree, request_bytes  # noqa: E402
 from custom_callbacks.seal import sealed_metadata  # noqa: E402
 from tests.support.identity import gateway_cli  # noqa: E402
 from tests.support.otlp_stub import OtlpStubProcess  # noqa: E402
 from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
-from wrapper.cli.up import LITELLM_OFFLINE_ENV  # noqa: E402
+from wrapper.cli.up import LITELLM_OFFLINE_ENV, litellm_tuning  # noqa: E402
+from wrapper.settings import Settings  # noqa: E402
 
 MASTER_KEY = "sk-bench-master-key"
 INTERNAL_SECRET = "bench-internal-secret"
@@ -78,38 +84,36 @@ def body_for(payload: dict, sealed: bool) -> bytes:
     return orjson.dumps({**upstream, "metadata": sealed_metadata(INTERNAL_SECRET.encode(), upstream, _IDENTITY)})
 
 
-async def latency_block(session, url, headers, sealed) -> tuple[list[float], list[float]]:
+def _request(url: str, headers: dict, body: bytes) -> tuple[int, bytes]:
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    port = int(host_port.rsplit(":", 1)[1])
+    return port, request_bytes("127.0.0.1", port, "/v1/chat/completions", body, headers)
+
+
+def latency_block(url, headers, sealed) -> tuple[list[float], list[float]]:
     """One block of sequential requests: latencies (ms) and the wrapper's self-reported times."""
-    body = body_for(CHAT, sealed)
-    for _ in range(LATENCY_WARMUP):
-        await timed_post(session, url, headers, body)
-    samples, overheads = [], []
-    for _ in range(LATENCY_BLOCK):
-        seconds, reply_headers = await timed_post(session, url, headers, body)
-        samples.append(seconds * 1000)
-        if "x-gateway-overhead-ms" in reply_headers:
-            overheads.append(float(reply_headers["x-gateway-overhead-ms"]))
-    return samples, overheads
+    port, request = _request(url, headers, body_for(CHAT, sealed))
+    closed_loop("127.0.0.1", port, request, 1, total=LATENCY_WARMUP)
+    run = closed_loop("127.0.0.1", port, request, 1, total=LATENCY_BLOCK, keep_headers=LATENCY_BLOCK)
+    assert run.non_200() == 0, (url, run.statuses)
+    SENT[url] = SENT.get(url, 0) + LATENCY_BLOCK + LATENCY_WARMUP
+    overheads = [float(h[b"x-gateway-overhead-ms"]) for h in run.header_samples if b"x-gateway-overhead-ms" in h]
+    return run.latencies_ms, overheads
 
 
-async def throughput(session, url, headers, sealed, concurrency=16) -> float:
-    body = body_for(CHAT, sealed)
-    done = 0
-    deadline = time.perf_counter() + THROUGHPUT_SECONDS
-
-    async def worker():
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await timed_post(session, url, headers, body)
-            done += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    rate = done / (time.perf_counter() - started)
+def throughput(url, headers, sealed, pids: list[int], concurrency=16) -> tuple[float, float]:
+    """Requests/s at this concurrency, and the CPU ms per request of the target's processes (PostgreSQL's included)."""
+    port, request = _request(url, headers, body_for(CHAT, sealed))
+    postgres = pids_named("postgres")
+    before = cpu_of(pids) + cpu_of(postgres)
+    run = closed_loop("127.0.0.1", port, request, concurrency, seconds=THROUGHPUT_SECONDS)
+    cpu = cpu_of(pids) + cpu_of(pids_named("postgres")) - before
+    assert run.non_200() == 0, (url, run.statuses)
+    SENT[url] = SENT.get(url, 0) + run.count
     # LiteLLM finishes logging a burst in background tasks after answering it: let that work end
     # before the next target is measured, or the next target pays for it.
-    await asyncio.sleep(COOL_DOWN_SECONDS)
-    return rate
+    time.sleep(COOL_DOWN_SECONDS)
+    return run.rate, cpu / run.count * 1000
 
 
 async def time_to_first_token(session, url, headers, sealed) -> float:
@@ -135,32 +139,33 @@ def rotated(names: list[str], shift: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-async def measure(targets: dict[str, tuple[str, dict, bool]]) -> dict[str, dict]:
+def measure(targets: dict[str, tuple[str, dict, bool, list[int]]]) -> dict[str, dict]:
     """Latency, throughput and TTFT as separate phases, each alternating between the targets."""
     names = list(targets)
-    results: dict[str, dict] = {name: {"blocks": [], "samples": [], "overheads": [], "rps": [], "ttft": []} for name in names}
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        # Latency at c=1 drifts by milliseconds over seconds here (a shared VM): short blocks,
-        # alternated, so that every target sees the same drift and differences can be paired by round.
-        for round_index in range(LATENCY_ROUNDS):
-            for name in rotated(names, round_index):
-                base, headers, sealed = targets[name]
-                samples, overheads = await latency_block(session, f"{base}/v1/chat/completions", headers, sealed)
-                results[name]["blocks"].append(statistics.median(samples))
-                results[name]["samples"] += samples
-                results[name]["overheads"] += overheads
-            print(f"latency round {round_index + 1}/{LATENCY_ROUNDS}: "
-                  + ", ".join(f"{n}={results[n]['blocks'][-1]:.2f}" for n in names), flush=True)
-        for round_index in range(ROUNDS):
-            for name in rotated(names, round_index):
-                base, headers, sealed = targets[name]
-                url = f"{base}/v1/chat/completions"
-                results[name]["rps"].append(await throughput(session, url, headers, sealed))
-                if "LiteLLM" in name or name.startswith("full stack"):
-                    results[name]["ttft"].append(await time_to_first_token(session, url, headers, sealed))
-            print(f"throughput round {round_index + 1}/{ROUNDS}: "
-                  + ", ".join(f"{n}={results[n]['rps'][-1]:.0f}" for n in names), flush=True)
+    results: dict[str, dict] = {name: {"blocks": [], "samples": [], "overheads": [], "rps": [], "cpu": [], "ttft": []}
+                                for name in names}
+    # Latency at c=1 drifts by milliseconds over seconds here (a shared VM): short blocks,
+    # alternated, so that every target sees the same drift and differences can be paired by round.
+    for round_index in range(LATENCY_ROUNDS):
+        for name in rotated(names, round_index):
+            base, headers, sealed, _ = targets[name]
+            samples, overheads = latency_block(f"{base}/v1/chat/completions", headers, sealed)
+            results[name]["blocks"].append(statistics.median(samples))
+            results[name]["samples"] += samples
+            results[name]["overheads"] += overheads
+        print(f"latency round {round_index + 1}/{LATENCY_ROUNDS}: "
+              + ", ".join(f"{n}={results[n]['blocks'][-1]:.2f}" for n in names), flush=True)
+    for round_index in range(ROUNDS):
+        for name in rotated(names, round_index):
+            base, headers, sealed, pids = targets[name]
+            url = f"{base}/v1/chat/completions"
+            rate, cpu = throughput(url, headers, sealed, pids)
+            results[name]["rps"].append(rate)
+            results[name]["cpu"].append(cpu)
+            if "LiteLLM" in name or name.startswith("full stack"):
+                results[name]["ttft"].append(asyncio.run(_ttft(url, headers, sealed)))
+        print(f"throughput round {round_index + 1}/{ROUNDS}: "
+              + ", ".join(f"{n}={results[n]['rps'][-1]:.0f}" for n in names), flush=True)
     summary = {}
     for name, row in results.items():
         samples = sorted(row["samples"])
@@ -169,10 +174,16 @@ async def measure(targets: dict[str, tuple[str, dict, bool]]) -> dict[str, dict]
             "p99": samples[int(len(samples) * 0.99) - 1],
             "blocks": row["blocks"],
             "rps": statistics.median(row["rps"]),
+            "cpu": statistics.median(row["cpu"]),
             "ttft": statistics.median(row["ttft"]) if row["ttft"] else None,
             "self_reported": statistics.median(row["overheads"]) if row["overheads"] else None,
         }
     return summary
+
+
+async def _ttft(url, headers, sealed) -> float:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        return await time_to_first_token(session, url, headers, sealed)
 
 
 def paired(results: dict[str, dict], minuend: str, subtrahend: str) -> tuple[float, float, float]:
@@ -182,43 +193,60 @@ def paired(results: dict[str, dict], minuend: str, subtrahend: str) -> tuple[flo
     return statistics.median(differences), quartiles[0], quartiles[2]
 
 
+SHIPPED, TUNED = "bare LiteLLM, as shipped", "bare LiteLLM, tuned"
+FULL, QUIET, WORKERS = "full stack", "full stack, tracing off", "full stack, 2 LiteLLM workers, tracing off"
+ALONE, ALONE_QUIET = "wrapper -> fake provider", "wrapper -> fake provider, tracing off"
+DIRECT = "stack's LiteLLM, direct"
+
+
 def table(results: dict[str, dict], audit: dict[str, tuple[int, int]]) -> str:
-    bare, full = results["bare LiteLLM"], results["full stack"]
+    shipped, tuned, full, quiet = results[SHIPPED], results[TUNED], results[FULL], results[QUIET]
     lines = [
-        "| target | p50 ms (c=1) | p99 ms (c=1) | req/s (c=16) | req/s vs bare | TTFT p50 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| target | p50 ms (c=1) | p99 ms (c=1) | req/s (c=16) | req/s vs LiteLLM as shipped | CPU ms/req (c=16) | TTFT p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in results.items():
         ttft = f"{row['ttft']:.2f}" if row["ttft"] is not None else "-"
-        lines.append(f"| {name} | {row['p50']:.2f} | {row['p99']:.2f} | {row['rps']:.0f} | {row['rps'] / bare['rps']:.2f} | {ttft} |")
-    share, share_low, share_high = paired(results, "full stack", "bare LiteLLM")
-    callback, _, _ = paired(results, "stack's LiteLLM, direct", "bare LiteLLM")
-    stack_hop, _, _ = paired(results, "full stack", "stack's LiteLLM, direct")
-    hop, hop_low, hop_high = paired(results, "wrapper -> fake provider", "fake provider")
-    quiet = results["full stack, tracing off"]
-    traced, traced_low, traced_high = paired(results, "full stack", "full stack, tracing off")
-    quiet_share, _, _ = paired(results, "full stack, tracing off", "bare LiteLLM")
-    spans, spans_low, spans_high = paired(results, "wrapper -> fake provider", "wrapper -> fake provider, tracing off")
-    ratio = full["rps"] / bare["rps"]
+        lines.append(f"| {name} | {row['p50']:.2f} | {row['p99']:.2f} | {row['rps']:.0f} | {row['rps'] / shipped['rps']:.2f} | "
+                     f"{row['cpu']:.2f} | {ttft} |")
+
+    def pair(a: str, b: str) -> str:
+        median, low, high = paired(results, a, b)
+        return f"**{median:+.2f} ms** (quartiles {low:+.2f} to {high:+.2f})"
+
+    goals = []
+    for name in (FULL, QUIET):
+        lower, _, _ = paired(results, name, SHIPPED)
+        ratio = results[name]["rps"] / shipped["rps"]
+        goals.append(f"- {name} (tuned LiteLLM) vs LiteLLM as shipped: c=1 p50 {pair(name, SHIPPED)}, paired (goal: lower: "
+                     f"{'met' if lower < 0 else 'NOT met'}); req/s at c=16 **{ratio:.0%}** (goal >= 110%: "
+                     f"{'met' if ratio >= 1.10 else 'NOT met'}).")
     lines += [
         "",
-        f"- Wrapper's share at c=1 (full stack - bare LiteLLM, median of the {LATENCY_ROUNDS} rounds' paired differences "
-        f"of block p50s): **{share:.2f} ms** (quartiles {share_low:.2f} to {share_high:.2f}; "
-        f"goal <= 1.0 ms: {'met' if share <= 1.0 else 'NOT met'}). Difference of the pooled p50s: {full['p50'] - bare['p50']:.2f} ms.",
-        f"  - of which LiteLLM with the gateway's callback (stack's LiteLLM direct - bare, paired): {callback:.2f} ms;",
-        f"  - of which the wrapper hop (full - stack's LiteLLM direct, paired): {stack_hop:.2f} ms.",
-        f"- The wrapper hop without LiteLLM's noise (wrapper -> fake - fake, paired): **{hop:.2f} ms** (quartiles {hop_low:.2f} to {hop_high:.2f}).",
+        "CPU ms/req: user + system time of every process of the target (LiteLLM's workers, the wrapper, the Langfuse "
+        "exporter, the fake provider) and PostgreSQL's, over the c=16 runs, per answered request.",
+        "",
+        *goals,
+        f"- What the tuning does to LiteLLM alone (tuned - as shipped, paired): {pair(TUNED, SHIPPED)} at c=1; req/s "
+        f"{tuned['rps'] / shipped['rps']:.0%}; CPU per request {tuned['cpu']:.2f} vs {shipped['cpu']:.2f} ms.",
+        f"- Wrapper's share over the same (tuned) LiteLLM: full stack - bare tuned, paired: {pair(FULL, TUNED)}; "
+        f"tracing off: {pair(QUIET, TUNED)}; req/s {full['rps'] / tuned['rps']:.0%} and {quiet['rps'] / tuned['rps']:.0%} of bare tuned.",
+        f"  - of which LiteLLM with the gateway's callbacks (stack's LiteLLM direct - bare tuned, paired): "
+        f"{pair(DIRECT, TUNED)};",
+        f"  - of which the wrapper hop (full - stack's LiteLLM direct, paired): {pair(FULL, DIRECT)}.",
+        f"- The wrapper hop without LiteLLM's noise (wrapper -> fake - fake, paired): {pair(ALONE, 'fake provider')}; "
+        f"tracing off: {pair(ALONE_QUIET, 'fake provider')}. Wrapper alone at c=16: {results[ALONE_QUIET]['rps']:.0f} req/s "
+        f"untraced ({results[ALONE_QUIET]['rps'] / results['fake provider']['rps']:.0%} of the fake provider's), "
+        f"{results[ALONE]['rps']:.0f} traced.",
         f"- Wrapper's self-reported time (`x-gateway-overhead-ms`, p50; the audit commit included): {full['self_reported']:.3f} ms "
-        f"in the full stack, {results['wrapper -> fake provider']['self_reported']:.3f} ms alone in front of the fake provider.",
-        f"- Full-stack req/s vs bare LiteLLM at c=16: **{ratio:.0%}** (goal >= 85%: {'met' if ratio >= 0.85 else 'NOT met'}).",
-        f"- What tracing costs (Langfuse from LiteLLM, OpenTelemetry from the wrapper, every request traced): "
-        f"full stack - the same stack with tracing off, paired: **{traced:.2f} ms** at c=1 (quartiles {traced_low:.2f} to "
-        f"{traced_high:.2f}); req/s {full['rps'] / quiet['rps']:.0%} of the untraced stack's. The untraced stack's share "
-        f"(- bare LiteLLM, paired): {quiet_share:.2f} ms, req/s {quiet['rps'] / bare['rps']:.0%} of bare.",
-        f"  - The wrapper's spans alone (wrapper -> fake, traced - untraced, paired): **{spans:.2f} ms** (quartiles "
-        f"{spans_low:.2f} to {spans_high:.2f}); self-reported {results['wrapper -> fake provider']['self_reported']:.3f} "
-        f"vs {results['wrapper -> fake provider, tracing off']['self_reported']:.3f} ms.",
-        f"- TTFT added by the wrapper (p50): {full['ttft'] - bare['ttft']:.2f} ms.",
+        f"in the full stack, {results[ALONE]['self_reported']:.3f} ms alone in front of the fake provider.",
+        f"- What tracing costs (Langfuse from LiteLLM, OpenTelemetry from the wrapper, every request traced): full stack - "
+        f"tracing off, paired: {pair(FULL, QUIET)} at c=1; req/s {full['rps'] / quiet['rps']:.0%} of the untraced stack's. "
+        f"The wrapper's spans alone (wrapper -> fake, traced - untraced): {pair(ALONE, ALONE_QUIET)}.",
+        f"- LiteLLM workers (GATEWAY_LITELLM_WORKERS): the untraced full stack at c=16 with 1 worker {quiet['rps']:.0f} req/s, "
+        f"with 2 workers {results[WORKERS]['rps']:.0f} req/s ({results[WORKERS]['rps'] / quiet['rps']:.2f}x).",
+        f"- TTFT added by the full stack over LiteLLM as shipped (p50): {full['ttft'] - shipped['ttft']:+.2f} ms; over bare "
+        f"tuned: {full['ttft'] - tuned['ttft']:+.2f} ms.",
         "",
         "Audit on (PostgreSQL, synchronous commit, record committed before each answer ends):",
         "",
@@ -239,21 +267,20 @@ async def _admin(statement: str, database: str | None = None):
         await connection.close()
 
 
-async def with_langfuse_outages(url: str, headers: dict, stand_in: OtlpStubProcess) -> dict[str, float]:
+def with_langfuse_outages(url: str, headers: dict, stand_in: OtlpStubProcess) -> dict[str, float]:
     """Full-stack p50 at c=1 with Langfuse answering, hanging (exports never return) and down (nothing listens)."""
     samples: dict[str, list[float]] = {"answering": [], "hanging": [], "down": []}
-    async with aiohttp.ClientSession() as session:
-        for _ in range(OUTAGE_ROUNDS):
-            for mode in samples:
-                if mode == "down":
-                    stand_in.stop()
-                else:
-                    stand_in.set_mode("hang" if mode == "hanging" else "ok")
-                block, _ = await latency_block(session, url, headers, False)
-                samples[mode].append(statistics.median(block))
-                if mode == "down":
-                    stand_in.start()
-        stand_in.set_mode("ok")
+    for _ in range(OUTAGE_ROUNDS):
+        for mode in samples:
+            if mode == "down":
+                stand_in.stop()
+            else:
+                stand_in.set_mode("hang" if mode == "hanging" else "ok")
+            block, _ = latency_block(url, headers, False)
+            samples[mode].append(statistics.median(block))
+            if mode == "down":
+                stand_in.start()
+    stand_in.set_mode("ok")
     return {mode: statistics.median(blocks) for mode, blocks in samples.items()}
 
 
@@ -267,7 +294,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     processes = []
     stand_in = OtlpStubProcess(workdir / "otlp.log", count_only=True)
-    databases = {name: f"gw_bench_{name}_{os.getpid()}" for name in ("full", "quiet", "alone", "alone_quiet")}
+    databases = {name: f"gw_bench_{name}_{os.getpid()}" for name in ("full", "quiet", "workers", "alone", "alone_quiet")}
     for database in databases.values():
         asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
     database_url = {name: f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}" for name, db in databases.items()}
@@ -285,44 +312,49 @@ def main() -> None:
         otlp_url = stand_in.url
         guarded = write_litellm_config(workdir / "litellm_full.yaml", fake_url, {m: {} for m in MODELS},
                                        extra_callbacks=("custom_callbacks.langfuse_traces",))
-        bare_config = workdir / "litellm_bare.yaml"
-        bare_config.write_text("".join(line for line in guarded.read_text().splitlines(keepends=True)
-                                       if not line.startswith("  callbacks:")))
-
-        bare_port = free_port()
-        env = {**LITELLM_OFFLINE_ENV, "LITELLM_MASTER_KEY": MASTER_KEY}
-        bare = start([str(BIN / "litellm"), "--config", str(bare_config), "--host", "127.0.0.1", "--port", str(bare_port)],
-                     workdir / "bare.log", env)
-        processes.append(bare)
+        # Bare LiteLLM on the same model list, without the gateway's callbacks: as shipped (its own key auth, the
+        # openai SDK path, one worker) and tuned as `gateway up` runs it (the master-key auth, the newer handler).
+        tuned_config = workdir / "litellm_tuned.yaml"
+        tuned_config.write_text("".join(line for line in guarded.read_text().splitlines(keepends=True)
+                                        if not line.startswith("  callbacks:")))
+        shipped_config = workdir / "litellm_shipped.yaml"
+        shipped_config.write_text("".join(line for line in tuned_config.read_text().splitlines(keepends=True)
+                                          if not line.startswith("  custom_auth:")))
+        bare_ports = {}
+        for name, config, tuning in ((SHIPPED, shipped_config, {"EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER": "false"}),
+                                     (TUNED, tuned_config, litellm_tuning(Settings()))):
+            bare_ports[name] = free_port()
+            env = {**LITELLM_OFFLINE_ENV, "LITELLM_MASTER_KEY": MASTER_KEY, "NUM_WORKERS": "1", **tuning}
+            processes.append(start([str(BIN / "litellm"), "--config", str(config), "--host", "127.0.0.1",
+                                    "--port", str(bare_ports[name])], workdir / f"bare-{len(bare_ports)}.log", env))
 
         gateway_config = workdir / "gateway.yaml"
         gateway_config.unlink(missing_ok=True)
         gateway_cli(gateway_config, "tenants", "add", "bench")
         wrapper_headers = {"content-type": "application/json",
                            "authorization": f"Bearer {gateway_cli(gateway_config, 'keys', 'create', '--tenant', 'bench', '--name', 'bench')}"}
-        port, stack_litellm_port = free_port(), free_port()
-        full = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)], workdir / "full.log",
-                     {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(stack_litellm_port),
-                      "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
-                      "GATEWAY_DATABASE_URL": database_url["full"], "GATEWAY_VAR_DIR": str(workdir / "var"),
-                      **observability(otlp_url)})
-        processes.append(full)
-        # The same stack without Langfuse and OpenTelemetry (metrics and costs stay on: they are always on),
-        # so that what tracing costs is measured in the same run.
-        quiet_port = free_port()
-        quiet = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)],
-                      workdir / "quiet.log",
-                      {"GATEWAY_PORT": str(quiet_port), "GATEWAY_LITELLM_PORT": str(free_port()),
-                       "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
-                       "GATEWAY_DATABASE_URL": database_url["quiet"], "GATEWAY_VAR_DIR": str(workdir / "var-quiet")})
-        processes.append(quiet)
-        wait_until(f"http://127.0.0.1:{bare_port}/health/liveliness", 120, bare, workdir / "bare.log")
-        wait_until(f"http://127.0.0.1:{port}/readyz", 120, full, workdir / "full.log")
-        wait_until(f"http://127.0.0.1:{quiet_port}/readyz", 120, quiet, workdir / "quiet.log")
+        # Full stacks as `gateway up` runs them: traced; untraced (what tracing costs, in the same run); untraced
+        # with two LiteLLM workers.
+        stacks = {}
+        for name, database, extra in ((FULL, "full", observability(otlp_url)), (QUIET, "quiet", {}),
+                                      (WORKERS, "workers", {"GATEWAY_LITELLM_WORKERS": "2"})):
+            port, litellm_port = free_port(), free_port()
+            stack = start([str(BIN / "gateway"), "up", "--config", str(gateway_config), "--litellm-config", str(guarded)],
+                          workdir / f"{database}.log",
+                          {"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port),
+                           "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+                           "GATEWAY_DATABASE_URL": database_url[database], "GATEWAY_VAR_DIR": str(workdir / f"var-{database}"),
+                           **extra})
+            processes.append(stack)
+            stacks[name] = (port, litellm_port, stack)
+        for name, port in bare_ports.items():
+            wait_until(f"http://127.0.0.1:{port}/health/liveliness", 120)
+        for name, (port, _, stack) in stacks.items():
+            wait_until(f"http://127.0.0.1:{port}/readyz", 120, stack, workdir / "stack.log")
 
         # The wrapper alone, in front of the fake provider: its hop measured without LiteLLM's noise.
         # And once more with tracing off: what the wrapper's spans cost, without LiteLLM's noise.
-        alone_ports = {}
+        alone_ports, alone_pids = {}, {}
         for name, traced in (("alone", True), ("alone_quiet", False)):
             alone_env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
                          "GATEWAY_LITELLM_CONFIG": str(guarded),
@@ -332,26 +364,30 @@ def main() -> None:
             alone_ports[name] = free_port()
             alone = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory",
                            "--port", str(alone_ports[name]), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                           "--log-level", "warning"], workdir / f"{name}.log", alone_env)
+                           "--no-proxy-headers", "--log-level", "warning"], workdir / f"{name}.log", alone_env)
             processes.append(alone)
+            alone_pids[name] = alone.pid
             wait_until(f"http://127.0.0.1:{alone_ports[name]}/healthz", 30, alone, workdir / f"{name}.log")
 
         litellm_headers = {"content-type": "application/json", "authorization": f"Bearer {MASTER_KEY}"}
+        bare_pids = {name: process.pid for name, process in zip(bare_ports, processes[1:3], strict=True)}
         targets = {
-            "fake provider": (fake_url, {"content-type": "application/json"}, False),
-            "wrapper -> fake provider": (f"http://127.0.0.1:{alone_ports['alone']}", wrapper_headers, False),
-            "wrapper -> fake provider, tracing off": (f"http://127.0.0.1:{alone_ports['alone_quiet']}", wrapper_headers, False),
-            "bare LiteLLM": (f"http://127.0.0.1:{bare_port}", litellm_headers, False),
-            "stack's LiteLLM, direct": (f"http://127.0.0.1:{stack_litellm_port}", litellm_headers, True),
-            "full stack": (f"http://127.0.0.1:{port}", wrapper_headers, False),
-            "full stack, tracing off": (f"http://127.0.0.1:{quiet_port}", wrapper_headers, False),
+            "fake provider": (fake_url, {"content-type": "application/json"}, False, [fake.pid]),
+            ALONE: (f"http://127.0.0.1:{alone_ports['alone']}", wrapper_headers, False, [alone_pids["alone"], fake.pid]),
+            ALONE_QUIET: (f"http://127.0.0.1:{alone_ports['alone_quiet']}", wrapper_headers, False,
+                          [alone_pids["alone_quiet"], fake.pid]),
+            **{name: (f"http://127.0.0.1:{port}", litellm_headers, False, [*process_tree(bare_pids[name]), fake.pid])
+               for name, port in bare_ports.items()},
+            "stack's LiteLLM, direct": (f"http://127.0.0.1:{stacks[FULL][1]}", litellm_headers, True,
+                                        [*process_tree(stacks[FULL][2].pid), fake.pid]),
+            **{name: (f"http://127.0.0.1:{port}", wrapper_headers, False, [*process_tree(stack.pid), fake.pid])
+               for name, (port, _, stack) in stacks.items()},
         }
-        results = asyncio.run(measure(targets))
-        outage = asyncio.run(with_langfuse_outages(f"{targets['full stack'][0]}/v1/chat/completions", wrapper_headers, stand_in))
+        results = measure(targets)
+        outage = with_langfuse_outages(f"{targets[FULL][0]}/v1/chat/completions", wrapper_headers, stand_in)
         audit = {}
-        for name, database in (("wrapper -> fake provider", databases["alone"]),
-                               ("wrapper -> fake provider, tracing off", databases["alone_quiet"]),
-                               ("full stack", databases["full"]), ("full stack, tracing off", databases["quiet"])):
+        for name, database in ((ALONE, databases["alone"]), (ALONE_QUIET, databases["alone_quiet"]),
+                               (FULL, databases["full"]), (QUIET, databases["quiet"]), (WORKERS, databases["workers"])):
             url = f"{targets[name][0]}/v1/chat/completions"
             recorded = asyncio.run(_admin("SELECT count(*) FROM audit_events WHERE tenant = 'bench'", database))
             audit[name] = (SENT.get(url, 0), recorded)
@@ -368,7 +404,7 @@ def main() -> None:
         f"# Wrapper overhead\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}. Latency: {LATENCY_ROUNDS} rounds of {LATENCY_BLOCK} sequential requests per target, the targets' order rotated each round; "
         f"then {ROUNDS} rounds of {THROUGHPUT_SECONDS:.0f} s at concurrency 16 (then {COOL_DOWN_SECONDS:.0f} s of quiet) and "
-        f"{TTFT_REQUESTS} streams (5 chunks) for TTFT, medians kept. Load generator: aiohttp in one process on the same machine.\n\n"
+        f"{TTFT_REQUESTS} streams (5 chunks) for TTFT, medians kept. Load generator: bench/loadgen.py (keep-alive, uvloop; aiohttp for streams) in one process on the same machine.\n\n"
     )
     report = (header + table(results, audit)
               + f"\n\nOpenTelemetry spans received by the OTLP stand-in (Langfuse traces and the wrapper's spans): {spans:,}.\n"
