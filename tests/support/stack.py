@@ -110,12 +110,13 @@ class Stack:
         return reply.json()["total_tokens"]
 
 
-def write_gateway_config(path: Path, idp: IdentityProvider) -> dict[str, str]:
+def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path) -> dict[str, str]:
     """Tenants and keys made with the real CLI, plus the org SSO section; returns the keys by name."""
     path.write_text(orjson.dumps({"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": idp.jwks_url,
                                            "jwks_refresh_min_seconds": 1}}).decode())
     for tenant, models in TENANT_MODELS.items():
-        gateway_cli(path, "tenants", "add", tenant, "--models", *models, "--endpoints", *TENANT_ENDPOINTS[tenant])
+        gateway_cli(path, "tenants", "add", tenant, "--models", *models, "--endpoints", *TENANT_ENDPOINTS[tenant],
+                    "--litellm-config", str(litellm_config))
     config = yaml.safe_load(path.read_text())
     config["tenants"]["initech"].update(pii=INITECH_PII, audit={"content": "full"}, fields={"allow": ["vendor_options"]})
     config["tenants"]["hooli"].update(fields={"allow": ["top_k"]})
@@ -185,10 +186,10 @@ def langfuse(tmp_path_factory) -> OtlpStubProcess:
 def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Stack:
     workdir = tmp_path_factory.mktemp("stack")
     gateway_config = workdir / "gateway.yaml"
-    keys = write_gateway_config(gateway_config, idp)
     models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
     config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models,
                                   extra_callbacks=("custom_callbacks.langfuse_traces",), fallbacks=FALLBACKS)
+    keys = write_gateway_config(gateway_config, idp, config)
     port, litellm_port = free_port(), free_port()
     log = workdir / "gateway.log"
     process = start(

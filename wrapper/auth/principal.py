@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from wrapper.auth import keys
 from wrapper.auth.oidc import JwksCache, TokenInvalid, verify_token
@@ -78,7 +79,7 @@ def _bearer(value: str | None) -> str | None:
 def _from_api_key(presented: str, config: GatewayConfig):
     key_id = keys.key_id_of(presented)
     record = config.key_by_id(key_id) if key_id else None
-    if record is None or record.revoked_at is not None or not keys.matches(presented, record.hash):
+    if record is None or not record.usable(datetime.now(UTC)) or not keys.matches(presented, record.hash):
         raise AuthError()
     return record.tenant, None, frozenset({record.role}), f"key:{record.id}", record.endpoint
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -227,7 +227,16 @@ class ApiKey(_Strict):
     endpoint: str | None = None
     hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     created_at: datetime | None = None
+    expires_at: datetime | None = None  # refused from then on (set by --expires, and on the old key by a rotation)
     revoked_at: datetime | None = None
+    rotated_from: str | None = None  # the key this one replaced (`gateway keys rotate`)
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < _aware(self.expires_at))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # a time written without an offset is UTC
 
 
 class OidcClaims(_Strict):
