@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -53,7 +54,7 @@ def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
             timeout=30,
         )
         assert reply.status_code == 200
-        assert reply.json()["choices"][0]["message"]["content"] == "Hello from the gateway's demo model."
+        assert reply.json()["choices"][0]["message"]["content"] == "Hello from the gateway's demo model. You said: hi"
         log = (tmp_path / "gateway.log").read_text()
         assert "[litellm]" in log and f"ready: http://127.0.0.1:{port}/v1" in log
 
@@ -112,5 +113,51 @@ def test_litellm_is_warmed_up_before_ready_and_no_provider_sees_it(tmp_path, fak
             assert times[index] <= arrived < times[index + 1] + 0.04, (index, arrivals, times)
         assert fake_provider.requests_containing("warm-up") == []
         assert "did not come through the wrapper" not in (tmp_path / "gateway.log").read_text()
+    finally:
+        stop(process)
+
+
+DEMO_PRICES = {"demo": (0.000001, 0.000002), "demo-embedding": (0.0000001, 0.0)}  # litellm_config.yaml, made up
+
+
+def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_times_its_prices(tmp_path):
+    from openai import OpenAI
+
+    process, port, _ = start_pair(tmp_path)
+    try:
+        config = tmp_path / "gateway.yaml"
+        finance = gateway_cli(config, "keys", "create", "--tenant", "demo", "--name", "f", "--role", "finance")
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=(tmp_path / "key").read_text(), max_retries=0)
+        ask = [{"role": "user", "content": "What is the capital of France?"}]
+        expected = 0.0
+
+        def priced(model: str, usage) -> float:
+            price_in, price_out = DEMO_PRICES[model]
+            return usage.prompt_tokens * price_in + (getattr(usage, "completion_tokens", 0) or 0) * price_out
+
+        text = client.chat.completions.create(model="demo", messages=ask)
+        assert "capital of France" in text.choices[0].message.content and text.usage.prompt_tokens > 0
+        expected += priced("demo", text.usage)
+        tool = client.chat.completions.create(model="demo", messages=ask, tools=[
+            {"type": "function", "function": {"name": "lookup_city", "parameters": {"type": "object", "properties": {}}}}])
+        assert tool.choices[0].finish_reason == "tool_calls"
+        assert tool.choices[0].message.tool_calls[0].function.name == "lookup_city"
+        expected += priced("demo", tool.usage)
+        as_json = client.chat.completions.create(model="demo", messages=ask, response_format={"type": "json_object"})
+        assert "answer" in json.loads(as_json.choices[0].message.content)
+        expected += priced("demo", as_json.usage)
+        chunks = list(client.chat.completions.create(model="demo", messages=ask, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
+        assert "capital of France" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        expected += priced("demo", chunks[-1].usage)
+        vectors = client.embeddings.create(model="demo-embedding", input=["one", "two", "three"])
+        assert [item.index for item in vectors.data] == [0, 1, 2] and vectors.data[0].embedding != vectors.data[1].embedding
+        expected += priced("demo-embedding", vectors.usage)
+
+        costs = httpx.get(f"http://127.0.0.1:{port}/v1/costs", headers={"authorization": f"Bearer {finance}"}, timeout=10)
+        total = costs.json()["total"]
+        assert total["requests"] == 5 and total["cost"] > 0
+        assert abs(total["cost"] - expected) < 1e-9, (total, expected)
     finally:
         stop(process)
