@@ -29,7 +29,7 @@ from wrapper.config import ConfigStore, Role
 from wrapper.context import RequestContext, request_context
 from wrapper.errors import GatewayError, install_error_handlers
 from wrapper.observability.log_context import tenant_var
-from wrapper.observability.logs import configure_logging
+from wrapper.observability.logs import configure_logging, log_access
 from wrapper.observability.metrics import GatewayMetrics
 from wrapper.observability.request_id import RequestIdMiddleware
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
@@ -165,7 +165,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     # The layers every request passes, outermost first: its id and context, its span, its audit record (8);
     # then the model calls go straight to the flow above, everything else to FastAPI.
     served = ModelRoutes({"/v1/chat/completions": ChatRoute(), "/v1/embeddings": EmbeddingsRoute()}, model_call, app)
-    served = AuditMiddleware(served, audit_writer, observers=(metrics.observe,))
+    observers = (metrics.observe, log_access) if settings.access_log else (metrics.observe,)
+    served = AuditMiddleware(served, audit_writer, observers=observers)
     if traced:
         served = TracingMiddleware(served)  # a span per request, continuing the client's traceparent
     return GatewayApp(RequestIdMiddleware(served), app)

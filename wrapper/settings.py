@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # A line per request from LiteLLM (its access log, and what the gateway's callback admitted).
     # Off by default: the audit log is the per-request record, and each line costs a process wake-up.
     log_requests: bool = False
+    # The wrapper's own line per request (JSON: tenant, path, status, model, tokens, cost, latency; never content).
+    access_log: bool = False
     # A spaCy pipeline (installed package name or directory) for names and places in PII detection; unset: off.
     pii_ner_model: str | None = None
     # Addresses (IPs or CIDRs, comma-separated) of the reverse proxies in front of the wrapper whose X-Forwarded-For

@@ -17,7 +17,7 @@ from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_unti
 from tests.support.wrapper import write_tenants
 
 
-def start_pair(tmp_path) -> tuple[subprocess.Popen, int, int]:
+def start_pair(tmp_path, **env: str) -> tuple[subprocess.Popen, int, int]:
     port, litellm_port = free_port(), free_port()
     config = tmp_path / "gateway.yaml"
     gateway_cli(config, "tenants", "add", "demo")
@@ -25,7 +25,8 @@ def start_pair(tmp_path) -> tuple[subprocess.Popen, int, int]:
     process = start(
         [str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(ROOT / "litellm_config.yaml")],
         tmp_path / "gateway.log",
-        env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port), "GATEWAY_VAR_DIR": str(tmp_path / "var")},
+        env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(litellm_port), "GATEWAY_VAR_DIR": str(tmp_path / "var"),
+             **env},
     )
     wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
     return process, port, litellm_port
@@ -56,7 +57,13 @@ def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
         assert reply.status_code == 200
         assert reply.json()["choices"][0]["message"]["content"] == "Hello from the gateway's demo model. You said: hi"
         log = (tmp_path / "gateway.log").read_text()
-        assert "[litellm]" in log and f"ready: http://127.0.0.1:{port}/v1" in log
+        assert f"ready: http://127.0.0.1:{port}/v1" in log
+        # Every line of the children is a JSON object naming its process; no banner, colour or irrelevant warning.
+        children = [json.loads(line) for line in log.splitlines() if not line.startswith("[gateway]")]
+        assert {entry["process"] for entry in children} >= {"litellm"}
+        for noise in ("\x1b[", "█", "Thank you for using LiteLLM", "trusted_proxy_ranges", "custom_auth_run_common_checks",
+                      "warm-up call", "custom pricing"):
+            assert noise not in log, noise
 
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
@@ -123,7 +130,7 @@ DEMO_PRICES = {"demo": (0.000001, 0.000002), "demo-embedding": (0.0000001, 0.0)}
 def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_times_its_prices(tmp_path):
     from openai import OpenAI
 
-    process, port, _ = start_pair(tmp_path)
+    process, port, _ = start_pair(tmp_path, GATEWAY_ACCESS_LOG="true")
     try:
         config = tmp_path / "gateway.yaml"
         finance = gateway_cli(config, "keys", "create", "--tenant", "demo", "--name", "f", "--role", "finance")
@@ -159,5 +166,12 @@ def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_
         total = costs.json()["total"]
         assert total["requests"] == 5 and total["cost"] > 0
         assert abs(total["cost"] - expected) < 1e-9, (total, expected)
+        # The wrapper's access log (on here): a JSON line per request, never its content.
+        time.sleep(0.5)
+        lines = [json.loads(line) for line in (tmp_path / "gateway.log").read_text().splitlines()
+                 if '"wrapper.access"' in line]
+        assert [line["path"] for line in lines].count("/v1/chat/completions") == 4
+        assert all("capital" not in json.dumps(line) for line in lines)
+        assert {line["status"] for line in lines} == {200}
     finally:
         stop(process)

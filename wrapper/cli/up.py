@@ -22,6 +22,7 @@ import httpx
 import uvicorn.config
 
 from wrapper.audit.migrate import upgrade_database
+from wrapper.cli.relay import log_line
 from wrapper.config import ConfigError, load_config
 from wrapper.settings import Settings
 
@@ -38,6 +39,8 @@ LITELLM_OFFLINE_ENV = {
     "LITELLM_LOCAL_AUTOROUTER_PRESETS": "True",
     "LITELLM_TELEMETRY": "False",
 }
+# LiteLLM's own log as JSON lines, without its feedback box (its banner is dropped by the relay: wrapper.cli.relay).
+LITELLM_LOG_ENV = {"JSON_LOGS": "True", "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true"}
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
@@ -47,6 +50,7 @@ def child_environment(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         **LITELLM_OFFLINE_ENV,
+        **LITELLM_LOG_ENV,
         "LITELLM_MASTER_KEY": master_key,
         "GATEWAY_LITELLM_MASTER_KEY": master_key,
         "GATEWAY_INTERNAL_SECRET": internal_secret,
@@ -99,18 +103,19 @@ def wrapper_command(settings: Settings) -> list[str]:
     ]
 
 
-async def _relay(name: str, stream: asyncio.StreamReader) -> None:
-    prefix = f"[{name}] ".encode()
+async def _relay(name: str, stream: asyncio.StreamReader, keep_all: bool) -> None:
     while line := await stream.readline():
-        sys.stdout.buffer.write(prefix + line)
-        sys.stdout.buffer.flush()
+        if (kept := log_line(name, line, keep_all)) is not None:
+            sys.stdout.buffer.write(kept)
+            sys.stdout.buffer.flush()
 
 
-async def _start(name: str, command: list[str], env: dict[str, str]) -> tuple[asyncio.subprocess.Process, asyncio.Task]:
+async def _start(name: str, command: list[str], env: dict[str, str],
+                 keep_all: bool = False) -> tuple[asyncio.subprocess.Process, asyncio.Task]:
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
     )
-    return process, asyncio.create_task(_relay(name, process.stdout))
+    return process, asyncio.create_task(_relay(name, process.stdout, keep_all))
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -168,8 +173,8 @@ async def run_pair(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
 
-    litellm, litellm_relay = await _start("litellm", litellm_command(settings), env)
-    wrapper, wrapper_relay = await _start("wrapper", wrapper_command(settings), env)
+    litellm, litellm_relay = await _start("litellm", litellm_command(settings), env, settings.log_requests)
+    wrapper, wrapper_relay = await _start("wrapper", wrapper_command(settings), env, settings.log_requests)
     announce = asyncio.create_task(_announce_when_ready(settings))
     stopping = asyncio.create_task(stop_requested.wait())
     exits = {asyncio.create_task(p.wait()): name for p, name in ((litellm, "litellm"), (wrapper, "wrapper"))}

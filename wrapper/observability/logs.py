@@ -25,6 +25,9 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value is not None:
                 entry[key] = value
+        fields = getattr(record, "fields", None)  # structured fields of the line (the access log's)
+        if isinstance(fields, dict):
+            entry.update(fields)
         trace_id = current_trace_id()
         if trace_id is not None:
             entry["trace_id"] = trace_id
@@ -50,3 +53,13 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     root.propagate = False
     _configured = True
+
+
+_access = logging.getLogger("wrapper.access")
+ACCESS_FIELDS = ("request_id", "tenant", "endpoint", "credential_id", "method", "path", "status", "outcome", "model",
+                 "model_served", "stream", "tokens_in", "tokens_out", "cost", "latency_ms", "ttft_ms", "error_code")
+
+
+def log_access(record: dict) -> None:
+    """One line per request (GATEWAY_ACCESS_LOG): from its audit record, never its content."""
+    _access.info("request", extra={"fields": {name: record.get(name) for name in ACCESS_FIELDS}})
