@@ -10,6 +10,7 @@ gateway is told to use.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from wrapper.app import create_app
+from wrapper.cli.manage import config_problems
 from wrapper.config import load_config
 from wrapper.settings import Settings
 
@@ -50,8 +52,21 @@ def test_the_mounted_folder_holds_configs_that_load_at_the_paths_the_gateway_is_
         path = Path(env[variable])
         assert path.parent == Path("/etc/gateway")
         assert (folder / path.name).is_file()
-    load_config(folder / Path(env["GATEWAY_CONFIG"]).name)  # raises on a config the gateway would refuse
+    config = load_config(folder / Path(env["GATEWAY_CONFIG"]).name)  # raises on a config the gateway would refuse
     assert yaml.safe_load((folder / Path(env["GATEWAY_LITELLM_CONFIG"]).name).read_text())["model_list"]
+    # What it ships runs: a demo tenant on the demo models, and every tenant's models served by LiteLLM's config.
+    assert config.tenants["demo"].models == ["demo", "demo-embedding"]
+    settings = Settings(config=folder / "gateway.yaml", litellm_config=folder / "litellm_config.yaml")
+    assert config_problems(config, settings) == []
+    # Readable by the image's user (uid 10001), whoever owns the files on the host: git keeps them 0644.
+    for name in ("gateway.yaml", "litellm_config.yaml"):
+        mode = subprocess.run(["git", "ls-files", "-s", name], cwd=ROOT, capture_output=True, text=True).stdout.split()[0]
+        assert mode == "100644", name
+
+
+def test_redis_is_ready_for_the_limits_and_cache_to_come():
+    redis = SERVICES["redis"]
+    assert redis["healthcheck"]["test"][-1] == "ping" and "profiles" not in redis
     # The image's own command names the same files.
     assert "/etc/gateway/gateway.yaml" in (ROOT / "Dockerfile").read_text()
 
@@ -93,7 +108,7 @@ def test_langfuse_is_off_without_keys_and_its_profile_serves_the_project_the_gat
     assert web["environment"]["REDIS_HOST"] in web["depends_on"]
 
 
-def test_only_the_gateway_and_its_database_run_without_a_profile_and_every_volume_is_declared():
-    assert {name for name, service in SERVICES.items() if "profiles" not in service} == {"gateway", "postgres"}
+def test_only_the_gateway_its_database_and_redis_run_without_a_profile_and_every_volume_is_declared():
+    assert {name for name, service in SERVICES.items() if "profiles" not in service} == {"gateway", "postgres", "redis"}
     named = {v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", []) if not v.startswith(".")}
     assert named == set(COMPOSE["volumes"])

@@ -67,10 +67,12 @@ def test_the_mounted_configuration_is_one_the_gateway_accepts(tmp_path):
     written = tmp_path / "written.yaml"  # as the platform team writes it, with the CLI, then --set-file
     gateway_cli(written, "tenants", "add", "acme")
     key = gateway_cli(written, "keys", "create", "--tenant", "acme", "--name", "app")
-    [config_map] = [m for m in render({"gatewayConfig": written.read_text()})["ConfigMap"]
-                    if m["metadata"]["name"] == "gw-llm-gateway-config"]
+    manifests = render({"gatewayConfig": written.read_text()})
+    [config_map] = [m for m in manifests["ConfigMap"] if m["metadata"]["name"] == "gw-llm-gateway-config"]
+    [secret] = manifests["Secret"]  # the key hashes: in a Secret, never a ConfigMap
+    assert all("gateway.yaml" not in m.get("data", {}) for m in manifests["ConfigMap"])
     mounted = tmp_path / "gateway.yaml"
-    mounted.write_text(config_map["data"]["gateway.yaml"])
+    mounted.write_text(secret["stringData"]["gateway.yaml"])
     config = load_config(mounted)
     assert set(config.tenants) == {"acme"} and key not in mounted.read_text()  # the key's hash only
     litellm = yaml.safe_load(config_map["data"]["litellm_config.yaml"])
@@ -101,3 +103,48 @@ def test_autoscaling_and_the_service_monitor_when_asked_for():
     [endpoint] = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics" and endpoint["authorization"]["credentials"]["key"] == "metrics-token"
     assert "HorizontalPodAutoscaler" not in render() and "ServiceMonitor" not in render()
+
+
+def test_both_files_are_mounted_in_one_folder_the_config_from_a_secret():
+    [deployment] = render()["Deployment"]
+    [volume] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
+    sources = volume["projected"]["sources"]
+    assert {"configMap": {"name": "gw-llm-gateway-config"}} in sources
+    assert {"secret": {"name": "gw-llm-gateway-gateway-config"}} in sources
+
+
+def test_a_service_account_of_its_own_without_an_api_token():
+    manifests = render()
+    [account] = manifests["ServiceAccount"]
+    pod = manifests["Deployment"][0]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"] == "gw-llm-gateway"
+    assert pod["automountServiceAccountToken"] is False and account["automountServiceAccountToken"] is False
+
+
+def test_a_disruption_budget_and_a_network_policy_that_admits_only_the_wrappers_port():
+    manifests = render()
+    [budget] = manifests["PodDisruptionBudget"]
+    selector = manifests["Deployment"][0]["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["minAvailable"] == 1 and budget["spec"]["selector"]["matchLabels"] == selector
+    [policy] = manifests["NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == selector and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]] == [8080]  # never LiteLLM's
+    narrowed = render({"networkPolicy": {"from": [{"namespaceSelector": {"matchLabels": {"team": "edge"}}}]}})
+    assert narrowed["NetworkPolicy"][0]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {"team": "edge"}
+
+
+def test_an_ingress_when_asked_for_routes_to_the_service():
+    assert "Ingress" not in render()
+    [ingress] = render({"ingress": {"enabled": True, "className": "nginx", "hosts": ["gw.example.org"],
+                                    "tls": [{"secretName": "gw-tls", "hosts": ["gw.example.org"]}]}})["Ingress"]
+    assert ingress["spec"]["ingressClassName"] == "nginx" and ingress["spec"]["tls"][0]["secretName"] == "gw-tls"
+    [rule] = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert rule["host"] == "gw.example.org" and backend == {"name": "gw-llm-gateway", "port": {"name": "http"}}
+
+
+def test_the_charts_default_litellm_config_is_the_tuned_one_with_the_demo_provider():
+    [config_map] = [m for m in render()["ConfigMap"] if m["metadata"]["name"] == "gw-llm-gateway-config"]
+    litellm = yaml.safe_load(config_map["data"]["litellm_config.yaml"])
+    assert litellm["general_settings"]["custom_auth"] == "custom_callbacks.master_key_auth.user_api_key_auth"
+    assert litellm["litellm_settings"]["custom_provider_map"][0]["provider"] == "gateway-demo"
