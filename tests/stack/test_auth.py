@@ -29,10 +29,19 @@ def accepted_by_litellm(stack, request_id: str) -> dict:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         for line in stack.log.read_text().splitlines():
-            if "gateway_request " in line and f'"gateway_request_id": "{request_id}"' in line:
-                return json.loads(line.split("gateway_request ", 1)[1])
+            message = _message(line)  # gateway up's log is JSON lines: the callback's line is a message in one
+            if "gateway_request " in message and f'"gateway_request_id": "{request_id}"' in message:
+                return json.loads(message.split("gateway_request ", 1)[1])
         time.sleep(0.05)
     raise AssertionError(f"LiteLLM's callback never admitted {request_id}")
+
+
+def _message(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    return entry.get("message", line) if isinstance(entry, dict) else line
 
 
 # --- API keys -------------------------------------------------------------------------------
