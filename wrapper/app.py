@@ -12,6 +12,7 @@ import asyncio
 import gc
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
@@ -39,6 +40,7 @@ from wrapper.pipeline import Pipeline
 from wrapper.request import read_request
 from wrapper.routes import Route
 from wrapper.routes.chat import ChatRoute
+from wrapper.routes.completions import CompletionsRoute
 from wrapper.routes.embeddings import EmbeddingsRoute
 from wrapper.routing.catalog import ModelCatalog
 from wrapper.routing.step import ModelRoute
@@ -128,13 +130,24 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=NO_FASTAPI_TELEMETRY)
     install_error_handlers(app)
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
+    async def tenants_models(request: Request) -> dict:
         ctx = await admit_caller(request, Role.app)
         status, content = await litellm.get("/v1/models")
         if status != 200:
             raise GatewayError(502, "The model router could not list models.", code="upstream_error")
-        return Response(catalog.listing_for(content, ctx.tenant), media_type="application/json")
+        return orjson.loads(catalog.listing_for(content, ctx.tenant))
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        return Response(orjson.dumps(await tenants_models(request)), media_type="application/json")
+
+    @app.get("/v1/models/{model:path}")
+    async def model(request: Request, model: str) -> Response:
+        """One model, as in the listing; a model the tenant may not use does not exist for it (404, not 403)."""
+        for entry in (await tenants_models(request))["data"]:
+            if entry["id"] == model:
+                return Response(orjson.dumps(entry), media_type="application/json")
+        raise GatewayError(404, f"The model '{model}' does not exist.", code="model_not_found", param="model")
 
     app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
     app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
@@ -164,7 +177,11 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
 
     # The layers every request passes, outermost first: its id and context, its span, its audit record (8);
     # then the model calls go straight to the flow above, everything else to FastAPI.
-    served = ModelRoutes({"/v1/chat/completions": ChatRoute(), "/v1/embeddings": EmbeddingsRoute()}, model_call, app)
+    model_routes = {"/v1/chat/completions": ChatRoute(), "/v1/completions": CompletionsRoute(),
+                    "/v1/embeddings": EmbeddingsRoute()}
+    app.state.routes_served = lambda: [f"POST {path}" for path in model_routes] + [  # for the 404 of a wrong path
+        f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
+    served = ModelRoutes(model_routes, model_call, app)
     observers = (metrics.observe, log_access) if settings.access_log else (metrics.observe,)
     served = AuditMiddleware(served, audit_writer, observers=observers)
     if traced:

@@ -89,6 +89,11 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else "request refused"
+    served = getattr(request.app.state, "routes_served", None)
+    if exc.status_code == 404 and served:  # a wrong path: say which exist
+        served = served()
+        message = f"No such route: {request.method} {request.url.path}. The gateway serves: {', '.join(served)}."
+        return GatewayError(404, message, code="route_not_found").to_response()
     return GatewayError(exc.status_code, message, headers=dict(exc.headers or {})).to_response()
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.support.fuzz_bodies import hostile_bodies, hostile_queries
 from wrapper.routes.chat import CHAT
+from wrapper.routes.completions import COMPLETIONS
 from wrapper.routes.embeddings import EMBEDDINGS
 
 BODIES_PER_ROUTE = int(os.environ.get("GATEWAY_FUZZ_BODIES", 5000))
@@ -75,8 +76,8 @@ def client(stack, fake_provider):
 
 
 @pytest.mark.timeout(TIMEOUT)
-@pytest.mark.parametrize("path, shape", [("/v1/chat/completions", CHAT), ("/v1/embeddings", EMBEDDINGS)],
-                         ids=["chat", "embeddings"])
+@pytest.mark.parametrize("path, shape", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETIONS),
+                                         ("/v1/embeddings", EMBEDDINGS)], ids=["chat", "completions", "embeddings"])
 def test_no_body_makes_a_model_route_fail_badly(stack, client, path, shape):
     http, pool = client
     # A tenant of its own takes the fuzz's records, so the audit queries below read logs of ordinary size.

@@ -115,6 +115,8 @@ class FakeProvider:
         self.log.append(record)
         if path.endswith("/chat/completions"):
             await self._chat(payload, record, receive, send)
+        elif path.endswith("/completions"):  # legacy text completions
+            await self._chat(payload, record, receive, send, text_completion=True)
         elif path.endswith("/embeddings"):
             await self._embeddings(payload, record, send)
         else:
@@ -137,11 +139,16 @@ class FakeProvider:
         else:
             await _send_json(send, 404, {"error": "unknown control route"})
 
-    async def _chat(self, payload: dict, record: Record, receive, send) -> None:
+    async def _chat(self, payload: dict, record: Record, receive, send, text_completion: bool = False) -> None:
         behaviour = self.behaviour_for(record.model)
         if await self._before_answer(behaviour, record, receive, send):
             return
-        text = _last_user_text(payload) if behaviour.echo else behaviour.reply
+        if text_completion:
+            prompt = payload.get("prompt")
+            asked = prompt if isinstance(prompt, str) else " ".join(p for p in prompt or [] if isinstance(p, str))
+            text = asked if behaviour.echo else behaviour.reply
+        else:
+            text = _last_user_text(payload) if behaviour.echo else behaviour.reply
         usage = {
             "prompt_tokens": behaviour.prompt_tokens,
             "completion_tokens": behaviour.completion_tokens,
@@ -149,9 +156,13 @@ class FakeProvider:
         }
         if payload.get("stream"):
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-            await self._stream(behaviour, record, text, usage if include_usage else None, receive, send)
+            await self._stream(behaviour, record, text, usage if include_usage else None, receive, send, text_completion)
             return
-        await _send_json(send, 200, _completion(record, text, usage, behaviour.fixed), _headers(behaviour))
+        answer = _completion(record, text, usage, behaviour.fixed)
+        if text_completion:
+            answer = {**answer, "object": "text_completion",
+                      "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}]}
+        await _send_json(send, 200, answer, _headers(behaviour))
         record.outcome, record.finished_at = "answered", time.monotonic()
 
     async def _before_answer(self, behaviour: Behaviour, record: Record, receive, send) -> bool:
@@ -171,7 +182,7 @@ class FakeProvider:
             return True
         return False
 
-    async def _stream(self, behaviour, record, text, usage, receive, send) -> None:
+    async def _stream(self, behaviour, record, text, usage, receive, send, text_completion: bool = False) -> None:
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -191,9 +202,11 @@ class FakeProvider:
                     record.outcome = "dropped"
                     raise ConnectionAbortedError("fake provider drops the stream")
                 delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
-                await _send_event(send, _chunk(record, delta, None, behaviour.fixed))
+                await _send_event(send, _text_chunk(record, piece, None) if text_completion
+                                  else _chunk(record, delta, None, behaviour.fixed))
                 record.chunk_times.append(time.monotonic())
-            await _send_event(send, _chunk(record, {}, "stop", behaviour.fixed))
+            await _send_event(send, _text_chunk(record, "", "stop") if text_completion
+                              else _chunk(record, {}, "stop", behaviour.fixed))
             if usage:
                 await _send_event(send, {**_chunk(record, {}, None, behaviour.fixed), "choices": [], "usage": usage})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
@@ -235,6 +248,11 @@ def _chunk(record: Record, delta: dict, finish_reason: str | None, fixed: bool =
         "model": record.model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
+
+
+def _text_chunk(record: Record, text: str, finish_reason: str | None) -> dict:
+    return {"id": f"cmpl-fake-{record.id}", "object": "text_completion", "created": int(time.time()),
+            "model": record.model, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]}
 
 
 def _headers(behaviour: Behaviour) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,88 @@
+"""Routes beyond chat and embeddings through the whole stack, with the official openai SDK: legacy completions,
+one model's lookup, and what a wrong path gets."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.support.audit_db import the_record
+from tests.support.fake_provider import DEFAULT_REPLY
+from tests.support.stack import COST_EACH, TOKENS_IN, TOKENS_OUT
+
+
+def test_a_completion_whole_and_streamed_is_the_providers_answer_with_its_tokens_and_price(stack, openai_client):
+    request_id = uuid.uuid4().hex
+    answer = openai_client.completions.create(model="fake-chat", prompt="Say something.",
+                                              extra_headers={"x-request-id": request_id})
+    assert answer.choices[0].text == DEFAULT_REPLY and answer.object == "text_completion"
+    record = the_record(stack.database_url, request_id)
+    assert (record["path"], record["status"], record["tokens_in"], record["tokens_out"]) == \
+        ("/v1/completions", 200, TOKENS_IN, TOKENS_OUT)
+    assert record["cost"] == pytest.approx(COST_EACH)
+
+    request_id = uuid.uuid4().hex
+    chunks = list(openai_client.completions.create(model="fake-chat", prompt="Say something.", stream=True,
+                                                   extra_headers={"x-request-id": request_id}))
+    assert "".join(c.choices[0].text or "" for c in chunks if c.choices) == DEFAULT_REPLY
+    assert all(c.usage is None for c in chunks)  # the client did not ask for usage: the gateway's request is its own
+    record = the_record(stack.database_url, request_id, wait_seconds=5)
+    assert (record["stream"], record["tokens_in"], record["tokens_out"]) == (True, TOKENS_IN, TOKENS_OUT)
+    assert record["cost"] == pytest.approx(COST_EACH)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_pii_in_the_prompt_never_reaches_the_provider_and_comes_back_restored(stack, fake_provider, stream):
+    from openai import OpenAI
+
+    marker = uuid.uuid4().hex[:8]
+    prompt = f"{marker}: write to jane.doe@example.com about EMP-123456"
+    with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["initech-app"], max_retries=0, timeout=30) as client:
+        answer = client.completions.create(model="fake-echo", prompt=prompt, stream=stream)
+        text = "".join(c.choices[0].text or "" for c in answer if c.choices) if stream else answer.choices[0].text
+    [sent] = [r for r in fake_provider.log() if marker in str(r["body"])]
+    assert "jane.doe@example.com" not in str(sent["body"]) and "EMP-123456" not in str(sent["body"])
+    assert "jane.doe@example.com" in text and "EMP-123456" in text  # pseudonyms restored for the client
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"model": "fake-chat", "prompt": "hi", "fallbacks": ["globex-private"]}, "unsupported_parameter"),
+    ({"model": "fake-chat", "prompt": "hi", "mock_response": "free"}, "unsupported_parameter"),
+    ({"model": "globex-private", "prompt": "hi"}, "model_not_allowed"),
+    ({"model": "fake-chat", "prompt": {"nested": "x"}}, "invalid_type"),
+    ({"model": "fake-chat"}, "missing_required_parameter"),
+], ids=["fallbacks", "mock_response", "other-tenants-model", "prompt-object", "no-prompt"])
+def test_what_a_client_may_not_send_on_completions_is_refused_by_name(stack, fake_provider, body, code):
+    before = len(fake_provider.log())
+    reply = httpx.post(f"{stack.url}/v1/completions", json=body, headers=stack.auth, timeout=30)
+    assert reply.status_code in (400, 403) and reply.json()["error"]["code"] == code, reply.text
+    assert len(fake_provider.log()) == before
+
+
+def test_token_id_prompts_are_refused_where_pii_must_read_them(stack):
+    reply = httpx.post(f"{stack.url}/v1/completions", json={"model": "fake-echo", "prompt": [1, 2, 3]}, timeout=30,
+                       headers={"authorization": f"Bearer {stack.keys['initech-app']}"})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "prompt"
+
+
+def test_one_model_is_found_when_the_tenant_may_use_it_and_does_not_exist_otherwise(stack, openai_client):
+    import openai
+
+    assert openai_client.models.retrieve("fake-chat").id == "fake-chat"
+    with pytest.raises(openai.NotFoundError) as missing:
+        openai_client.models.retrieve("globex-private")  # globex's: for acme it does not exist
+    assert missing.value.body["code"] == "model_not_found"
+    globex = httpx.get(f"{stack.url}/v1/models/globex-private", timeout=10, headers=stack.auth_for("globex-app"))
+    assert globex.status_code == 200 and globex.json()["id"] == "globex-private"
+    assert httpx.get(f"{stack.url}/v1/models/fake-chat", timeout=10).status_code == 401
+
+
+def test_a_wrong_path_is_a_404_that_names_the_routes_there_are(stack):
+    reply = httpx.post(f"{stack.url}/v1/chat/completion", json={}, headers=stack.auth, timeout=10)
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "route_not_found"
+    message = reply.json()["error"]["message"]
+    for route in ("POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "GET /v1/models",
+                  "GET /v1/costs", "GET /v1/audit/events"):
+        assert route in message
