@@ -60,10 +60,10 @@ ADDED_BY_LITELLM = frozenset({"litellm_call_id", "litellm_logging_obj", "proxy_s
 GATEWAY_SET = frozenset({"metadata", *CONTROL_FIELDS})
 
 
-def body_refusal(data: dict, metadata: dict) -> str | None:
+def body_refusal(data: dict, metadata: dict, call_type: str = "") -> str | None:
     """None when the body is the one sealed, else why not (field names only, never values)."""
     sealed = frozenset(metadata["gateway_fields"].split(","))
-    unsealed = sorted(set(data) - sealed - ADDED_BY_LITELLM)
+    unsealed = sorted(set(data) - sealed - ADDED_BY_LITELLM - _added_for(call_type, data))
     if unsealed:
         return f"fields that were not sealed: {_names(unsealed)}"
     sealed_model = metadata["gateway_model"]
@@ -75,6 +75,17 @@ def body_refusal(data: dict, metadata: dict) -> str | None:
     if owned:
         return f"fields LiteLLM acts on that only the gateway may set: {_names(owned)}"
     return None
+
+
+def _added_for(call_type: str, data: dict) -> frozenset[str]:
+    """Fields LiteLLM adds for one kind of call, exactly as it adds them.
+
+    Image generation: the prompt as one user message, for guardrails (LiteLLM takes the prompt back from it after
+    the hooks, so any other message would change the prompt: it stays refused).
+    """
+    if call_type == "image_generation" and data.get("messages") == [{"role": "user", "content": data.get("prompt")}]:
+        return frozenset({"messages"})
+    return frozenset()
 
 
 def _names(keys: list[str]) -> str:
@@ -91,7 +102,7 @@ class WrapperOnlyGuard(CustomLogger):
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data: dict, call_type):
         metadata = data.get("metadata") or data.get("litellm_metadata")
-        reason = refusal_reason(self.secret, metadata) or body_refusal(data, metadata)
+        reason = refusal_reason(self.secret, metadata) or body_refusal(data, metadata, str(call_type))
         if reason is not None:
             logger.warning("refused a %s request that did not come through the wrapper: %s", call_type, reason)
             raise HTTPException(status_code=403, detail={"error": REFUSAL})

@@ -81,7 +81,7 @@ def test_a_stream_is_recorded_before_its_done_event(stack):
         ("invalid JSON", 400, "acme", "invalid_request"),
         ("provider fails", 502, "acme", "upstream_error"),
         ("provider limits", 429, "acme", "429"),
-        ("unknown route", 404, "_system", None),
+        ("unknown route", 404, "_system", "route_not_found"),
     ],
 )
 def test_every_refusal_and_failure_has_one_record(stack, case, status, tenant, error_code):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -118,3 +120,15 @@ def test_litellm_answers_only_the_master_key_with_401_for_anything_else(stack, f
     assert len(fake_provider.log()) == before
     answered = straight_to_litellm(stack, sealed(CHAT))
     assert answered.status_code == 200, answered.text
+
+
+def test_an_image_request_reaches_the_provider_with_the_sealed_prompt_whatever_message_it_carries(stack, fake_provider):
+    """LiteLLM turns an image prompt into one user message for guardrails (replacing any message a caller sent), then
+    the message back into the prompt; the guard admits exactly that message and nothing else."""
+    marker = uuid.uuid4().hex
+    image = {"model": "fake-chat", "prompt": f"{marker} a fox"}
+    reply = straight_to_litellm(stack, {**sealed(image), "messages": [{"role": "user", "content": "something else"}]},
+                                path="/v1/images/generations")
+    assert reply.status_code == 200
+    [sent] = [r for r in fake_provider.log() if marker in str(r["body"])]
+    assert sent["body"]["prompt"] == f"{marker} a fox" and "something else" not in str(sent["body"])

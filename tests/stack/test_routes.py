@@ -86,3 +86,43 @@ def test_a_wrong_path_is_a_404_that_names_the_routes_there_are(stack):
     for route in ("POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "GET /v1/models",
                   "GET /v1/costs", "GET /v1/audit/events"):
         assert route in message
+
+
+def test_moderations_and_images_answer_as_the_provider_did_and_are_recorded(stack, openai_client):
+    request_id = uuid.uuid4().hex
+    moderation = openai_client.moderations.create(model="fake-chat", input=["hello there", "attack at dawn"],
+                                                   extra_headers={"x-request-id": request_id})
+    assert [result.flagged for result in moderation.results] == [False, True]
+    record = the_record(stack.database_url, request_id)
+    assert (record["path"], record["status"], record["model"]) == ("/v1/moderations", 200, "fake-chat")
+
+    request_id = uuid.uuid4().hex
+    images = openai_client.images.generate(model="fake-chat", prompt="a quick brown fox", n=2,
+                                           extra_headers={"x-request-id": request_id})
+    assert len(images.data) == 2 and all(image.url.startswith("https://images.fake.test/") for image in images.data)
+    record = the_record(stack.database_url, request_id)
+    assert (record["path"], record["status"]) == ("/v1/images/generations", 200)
+
+
+def test_pii_in_moderation_inputs_and_image_prompts_never_reaches_the_provider(stack, fake_provider):
+    from openai import OpenAI
+
+    marker = uuid.uuid4().hex[:8]
+    with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["initech-app"], max_retries=0, timeout=30) as client:
+        client.moderations.create(model="fake-chat", input=[f"{marker} call jane.doe@example.com"])
+        images = client.images.generate(model="fake-chat", prompt=f"{marker} a portrait of EMP-123456")
+    sent = [r["body"] for r in fake_provider.log() if marker in str(r["body"])]
+    assert len(sent) == 2 and "jane.doe@example.com" not in str(sent) and "EMP-123456" not in str(sent)
+    assert "EMP-123456" in images.data[0].revised_prompt  # the model's echo of the prompt, restored for the client
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/moderations", {"model": "fake-chat", "input": "x", "fallbacks": ["globex-private"]}),
+    ("/v1/images/generations", {"model": "fake-chat", "prompt": "x", "api_base": "http://evil.test"}),
+    ("/v1/images/generations", {"model": "globex-private", "prompt": "x"}),
+], ids=["moderation-fallbacks", "images-api-base", "images-other-tenants-model"])
+def test_moderations_and_images_refuse_what_a_client_may_not_send(stack, fake_provider, path, body):
+    before = len(fake_provider.log())
+    reply = httpx.post(f"{stack.url}{path}", json=body, headers=stack.auth, timeout=30)
+    assert reply.status_code in (400, 403) and "error" in reply.json()
+    assert len(fake_provider.log()) == before

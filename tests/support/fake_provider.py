@@ -119,6 +119,10 @@ class FakeProvider:
             await self._chat(payload, record, receive, send, text_completion=True)
         elif path.endswith("/embeddings"):
             await self._embeddings(payload, record, send)
+        elif path.endswith("/moderations"):
+            await self._moderations(payload, record, send)
+        elif path.endswith("/images/generations"):
+            await self._images(payload, record, send)
         else:
             record.outcome = "error"
             await _send_json(send, 404, _error(f"no route {path}", "invalid_request_error"))
@@ -226,6 +230,32 @@ class FakeProvider:
         usage = {"prompt_tokens": behaviour.prompt_tokens, "total_tokens": behaviour.prompt_tokens}
         await _send_json(send, 200, {"object": "list", "data": data, "model": record.model, "usage": usage},
                          _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+
+    async def _moderations(self, payload: dict, record: Record, send) -> None:
+        """Flags an input that says "attack"; scores from the text's hash otherwise."""
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, _never_disconnects, send):
+            return
+        inputs = payload.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        texts = [x if isinstance(x, str) else (x or {}).get("text", "") for x in inputs]
+        results = [{"flagged": "attack" in text, "categories": {"violence": "attack" in text},
+                    "category_scores": {"violence": 0.99 if "attack" in text else _vector(text, 1)[0] / 10}}
+                   for text in texts]
+        await _send_json(send, 200, {"id": f"modr-fake-{record.id}", "model": record.model, "results": results},
+                         _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+    async def _images(self, payload: dict, record: Record, send) -> None:
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, _never_disconnects, send):
+            return
+        count = int(payload.get("n") or 1)
+        data = [{"url": f"https://images.fake.test/{record.id}-{i}.png", "revised_prompt": payload.get("prompt")}
+                for i in range(count)]
+        await _send_json(send, 200, {"created": int(time.time()), "data": data}, _headers(behaviour))
         record.outcome, record.finished_at = "answered", time.monotonic()
 
 

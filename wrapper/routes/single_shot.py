@@ -1,0 +1,98 @@
+"""Moderations and image generation: one JSON request, one JSON answer, never streamed, no text in the answer.
+
+The allow-lists are the OpenAI API reference's. The texts a step reads are the input (moderations) and the
+prompt (images); the answers hold scores, and images with the prompt as the model revised it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from wrapper.routes import Slot, StreamText, Unreadable
+from wrapper.routes.chat import MODEL, NAME, TEXT, texts_at
+from wrapper.routes.shapes import AnyOf, Array, Integer, Object, String, Tagged
+
+MODERATION_PARTS = Tagged("type", {
+    "text": Object({"text": TEXT}, required=("text",)),
+    "image_url": Object({"image_url": Object({"url": TEXT}, required=("url",))}, required=("image_url",)),
+})
+MODERATIONS = Object({
+    "model": MODEL,
+    "input": AnyOf(TEXT, Array(TEXT, min_items=1, max_items=2048), Array(MODERATION_PARTS, min_items=1, max_items=2048),
+                   expected="a string, an array of strings, or an array of text and image_url parts"),
+}, required=("model", "input"))
+
+IMAGES = Object({
+    "model": MODEL,
+    "prompt": String(min_length=1, max_length=32000),
+    "n": Integer(1, 10),
+    "size": NAME,
+    "quality": NAME,
+    "style": NAME,
+    "response_format": String(choices=("url", "b64_json")),
+    "background": NAME,
+    "moderation": NAME,
+    "output_format": NAME,
+    "output_compression": Integer(0, 100),
+    "user": NAME,
+}, required=("model", "prompt"))
+
+
+class _SingleShot:
+    """What such a route has in common: no streamed answer, no text in the answer."""
+
+    def answer_texts(self, answer: dict) -> Iterator[Slot]:
+        return iter(())
+
+    def stream_texts(self, chunk: dict) -> Iterator[StreamText]:
+        return iter(())
+
+    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
+        return None
+
+    def started(self, chunk: dict) -> bool:
+        return False
+
+
+class ModerationsRoute(_SingleShot):
+    name = "moderations"
+    path = "/v1/moderations"
+    fields = MODERATIONS
+
+    def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
+        value = body["input"]
+        if isinstance(value, str):
+            yield from texts_at(body, ("input",))
+            return
+        for index, item in enumerate(value):
+            if isinstance(item, str):
+                if item:
+                    yield value, index
+            elif item.get("type") == "text":
+                yield from texts_at(item, ("text",))
+            else:
+                raise Unreadable("input")  # an image: no text step can read it
+
+    def prompt(self, body: dict) -> dict:
+        value = body["input"]
+        if isinstance(value, str):
+            return {"prompt": value}
+        return {"prompt": " ".join(v if isinstance(v, str) else v.get("text", "") for v in value)}
+
+
+class ImagesRoute(_SingleShot):
+    name = "images"
+    path = "/v1/images/generations"
+    fields = IMAGES
+
+    def answer_texts(self, answer: dict) -> Iterator[Slot]:
+        """The prompt as the model revised it: text the model wrote, which may repeat the client's."""
+        for image in answer.get("data") or ():
+            if isinstance(image, dict):
+                yield from texts_at(image, ("revised_prompt",))
+
+    def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
+        yield from texts_at(body, ("prompt", "user"))
+
+    def prompt(self, body: dict) -> dict:
+        return {"prompt": body["prompt"]}
