@@ -17,6 +17,7 @@ import logging
 import os
 
 import litellm
+from litellm.constants import LITELLM_PROXY_ADMIN_NAME
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.utils import is_litellm_owned_kwarg
@@ -81,10 +82,13 @@ def _added_for(call_type: str, data: dict) -> frozenset[str]:
     """Fields LiteLLM adds for one kind of call, exactly as it adds them.
 
     Image generation: the prompt as one user message, for guardrails (LiteLLM takes the prompt back from it after
-    the hooks, so any other message would change the prompt: it stays refused).
+    the hooks, so any other message would change the prompt: it stays refused). Speech: `user`, set to the
+    authenticated caller's id, which for the gateway's master key is LiteLLM's admin name.
     """
     if call_type == "image_generation" and data.get("messages") == [{"role": "user", "content": data.get("prompt")}]:
         return frozenset({"messages"})
+    if call_type == "aspeech" and data.get("user") == LITELLM_PROXY_ADMIN_NAME:
+        return frozenset({"user"})  # speech: the caller's user id (the master key's) when the body names none
     return frozenset()
 
 

@@ -42,7 +42,7 @@ from wrapper.routes import Route
 from wrapper.routes.chat import ChatRoute
 from wrapper.routes.completions import CompletionsRoute
 from wrapper.routes.embeddings import EmbeddingsRoute
-from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute
+from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, SpeechRoute
 from wrapper.routing.catalog import ModelCatalog
 from wrapper.routing.step import ModelRoute
 from wrapper.settings import Settings, get_settings
@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     # then the model calls go straight to the flow above, everything else to FastAPI.
     model_routes = {"/v1/chat/completions": ChatRoute(), "/v1/completions": CompletionsRoute(),
                     "/v1/embeddings": EmbeddingsRoute(), "/v1/moderations": ModerationsRoute(),
-                    "/v1/images/generations": ImagesRoute()}
+                    "/v1/images/generations": ImagesRoute(), "/v1/audio/speech": SpeechRoute()}
     app.state.routes_served = lambda: [f"POST {path}" for path in model_routes] + [  # for the 404 of a wrong path
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)

@@ -126,3 +126,38 @@ def test_moderations_and_images_refuse_what_a_client_may_not_send(stack, fake_pr
     reply = httpx.post(f"{stack.url}{path}", json=body, headers=stack.auth, timeout=30)
     assert reply.status_code in (400, 403) and "error" in reply.json()
     assert len(fake_provider.log()) == before
+
+
+def test_speech_flows_through_as_audio_with_its_content_type_and_is_recorded(stack, openai_client):
+    from tests.support.fake_provider import SPEECH_HEADER
+
+    request_id = uuid.uuid4().hex
+    audio = openai_client.audio.speech.create(model="fake-chat", voice="alloy", input="hello there",
+                                              extra_headers={"x-request-id": request_id})
+    assert audio.content == SPEECH_HEADER + b"hello there"
+    assert audio.response.headers["content-type"].startswith("audio/")
+    record = the_record(stack.database_url, request_id, wait_seconds=5)
+    assert (record["path"], record["status"], record["outcome"]) == ("/v1/audio/speech", 200, "ok")
+
+
+def test_pii_is_redacted_before_it_is_spoken(stack, fake_provider):
+    from openai import OpenAI
+
+    marker = uuid.uuid4().hex[:8]
+    with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["initech-notes"], max_retries=0, timeout=30) as client:
+        audio = client.audio.speech.create(model="fake-chat", voice="alloy", input=f"{marker} call jane.doe@example.com")
+    [sent] = [r["body"] for r in fake_provider.log() if marker in str(r["body"])]
+    assert "jane.doe@example.com" not in str(sent) and b"jane.doe@example.com" not in audio.content
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "fake-chat", "voice": "alloy", "input": "x", "stream_format": "sse"},
+    {"model": "fake-chat", "voice": "alloy", "input": "x" * 4097},
+    {"model": "fake-chat", "voice": "alloy", "input": "x", "mock_response": "free"},
+    {"model": "globex-private", "voice": "alloy", "input": "x"},
+], ids=["sse", "too-long", "mock_response", "other-tenants-model"])
+def test_speech_refuses_what_a_client_may_not_send(stack, fake_provider, body):
+    before = len(fake_provider.log())
+    reply = httpx.post(f"{stack.url}/v1/audio/speech", json=body, headers=stack.auth, timeout=30)
+    assert reply.status_code in (400, 403) and "error" in reply.json()
+    assert len(fake_provider.log()) == before

@@ -30,6 +30,7 @@ import orjson
 import uvicorn
 
 DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
+SPEECH_HEADER = b"ID3\x04\x00fake-audio:"  # what the fake's "audio" starts with, then the input it was to say
 
 
 @dataclass
@@ -123,6 +124,8 @@ class FakeProvider:
             await self._moderations(payload, record, send)
         elif path.endswith("/images/generations"):
             await self._images(payload, record, send)
+        elif path.endswith("/audio/speech"):
+            await self._speech(payload, record, send)
         else:
             record.outcome = "error"
             await _send_json(send, 404, _error(f"no route {path}", "invalid_request_error"))
@@ -246,6 +249,17 @@ class FakeProvider:
                    for text in texts]
         await _send_json(send, 200, {"id": f"modr-fake-{record.id}", "model": record.model, "results": results},
                          _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+    async def _speech(self, payload: dict, record: Record, send) -> None:
+        """Audio: a fake header, then what was to be said, in two parts (so that it is seen to flow)."""
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, _never_disconnects, send):
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"audio/mpeg"), *_headers(behaviour)]})
+        await send({"type": "http.response.body", "body": SPEECH_HEADER, "more_body": True})
+        await send({"type": "http.response.body", "body": str(payload.get("input")).encode(), "more_body": False})
         record.outcome, record.finished_at = "answered", time.monotonic()
 
     async def _images(self, payload: dict, record: Record, send) -> None:

@@ -1,4 +1,5 @@
-"""Moderations and image generation: one JSON request, one JSON answer, never streamed, no text in the answer.
+"""Moderations, image generation and speech: one JSON request, one answer, no text a step rewrites in the answer
+(speech answers in audio, passed through as it arrives).
 
 The allow-lists are the OpenAI API reference's. The texts a step reads are the input (moderations) and the
 prompt (images); the answers hold scores, and images with the prompt as the model revised it.
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 from wrapper.routes import Slot, StreamText, Unreadable
 from wrapper.routes.chat import MODEL, NAME, TEXT, texts_at
-from wrapper.routes.shapes import AnyOf, Array, Integer, Object, String, Tagged
+from wrapper.routes.shapes import AnyOf, Array, Integer, Number, Object, String, Tagged
 
 MODERATION_PARTS = Tagged("type", {
     "text": Object({"text": TEXT}, required=("text",)),
@@ -38,8 +39,21 @@ IMAGES = Object({
 }, required=("model", "prompt"))
 
 
+SPEECH = Object({
+    "model": MODEL,
+    "input": String(min_length=1, max_length=4096),
+    "voice": AnyOf(NAME, Object({"id": NAME}, required=("id",)), expected="a voice name or {\"id\": ...}"),
+    "instructions": String(max_length=4096),
+    "response_format": String(choices=("mp3", "opus", "aac", "flac", "wav", "pcm")),
+    "speed": Number(0.25, 4),
+    "stream_format": String(choices=("audio",)),  # "sse" would need an SSE reader of audio deltas: not served
+}, required=("model", "input", "voice"))
+
+
 class _SingleShot:
     """What such a route has in common: no streamed answer, no text in the answer."""
+
+    binary_answer = False  # the answer is JSON
 
     def answer_texts(self, answer: dict) -> Iterator[Slot]:
         return iter(())
@@ -96,3 +110,22 @@ class ImagesRoute(_SingleShot):
 
     def prompt(self, body: dict) -> dict:
         return {"prompt": body["prompt"]}
+
+
+class SpeechRoute(_SingleShot):
+    """Text to speech: the answer is audio, passed through as it arrives (its content type kept).
+
+    A text step changes what is spoken: with PII pseudonymized the audio says the placeholders (an answer in audio
+    cannot be restored), so redact is the sensible action on this route.
+    """
+
+    name = "speech"
+    path = "/v1/audio/speech"
+    fields = SPEECH
+    binary_answer = True
+
+    def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
+        yield from texts_at(body, ("input", "instructions"))
+
+    def prompt(self, body: dict) -> dict:
+        return {"prompt": body["input"]}

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from custom_callbacks.seal import CLIENT_METADATA_KEY, WARM_UP_TENANT, sealed_metadata
 from wrapper.context import RequestContext, ResponseHalf, StreamSummary
@@ -65,6 +65,8 @@ class Upstream:
 
     async def forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
         body = sealed_body(ctx, self.secret)
+        if getattr(ctx.route, "binary_answer", False):
+            return await self._binary(ctx, body)
         if ctx.body.get("stream"):
             return await self._stream(ctx, body)
         with step("litellm"):
@@ -77,6 +79,16 @@ class Upstream:
                 answer = half.answer(answer)
         headers = {**passed_headers(reply.headers), "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
         return Response(answer, status_code=reply.status, headers=headers, media_type="application/json")
+
+    async def _binary(self, ctx: RequestContext, body: bytes) -> Response:
+        """An answer that is not JSON (audio): its bytes flow through as LiteLLM sends them, its content type kept.
+
+        No response half reads it (there is no text in it); closing early drops the connection to LiteLLM."""
+        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id)
+        ctx.outcome.note_headers(stream.headers)
+        headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
+        return StreamingResponse(stream.chunks, headers=headers,
+                                 media_type=stream.headers.get("content-type", "application/octet-stream"))
 
     async def _stream(self, ctx: RequestContext, body: bytes) -> Response:
         stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id)
