@@ -50,6 +50,7 @@ class Route(Protocol):
     name: str  # for logs and metrics
     path: str  # LiteLLM's path for it
     fields: Object  # the allow-list
+    binary_answer: bool  # the answer is not JSON (audio): passed through as it arrives, read by no step
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]: ...
 
@@ -62,6 +63,24 @@ class Route(Protocol):
     def started(self, chunk: dict) -> bool: ...
 
     def prompt(self, body: dict) -> dict: ...
+
+
+class Unstreamed:
+    """What a route whose answer is never streamed text has in common (embeddings, moderations, images, speech)."""
+
+    binary_answer = False
+
+    def answer_texts(self, answer: dict) -> Iterator[Slot]:
+        return iter(())
+
+    def stream_texts(self, chunk: dict) -> Iterator[StreamText]:
+        return iter(())
+
+    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
+        return None
+
+    def started(self, chunk: dict) -> bool:
+        return False
 
 
 # Fields LiteLLM acts on (a few of its several hundred; custom_callbacks.guard holds LiteLLM's own list and refuses

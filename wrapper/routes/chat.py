@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, StreamText
+from wrapper.routes import Slot, StreamText, Unreadable
 from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Json, Map, Number, Object, String, Tagged
 
 # A model name as LiteLLM routes it: printable, no control characters, and never a list ("a,b" makes LiteLLM
@@ -145,6 +145,7 @@ class ChatRoute:
     name = "chat"
     path = "/v1/chat/completions"
     fields = CHAT
+    binary_answer = False
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         """Every non-empty string the provider would read.
@@ -234,6 +235,24 @@ def _content_slots(message: dict) -> Iterator[Slot]:
         for part in content:
             if isinstance(part, dict):
                 yield from texts_at(part, ("text", "refusal"))
+
+
+def strings_at(body: dict, key: str) -> Iterator[Slot]:
+    """body[key], a string or an array of strings; token ids (or arrays of them) are text nobody here can read."""
+    value = body[key]
+    if isinstance(value, str):
+        yield from texts_at(body, (key,))
+        return
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise Unreadable(key)
+        if item:
+            yield value, index
+
+
+def joined(value: str | list) -> str:
+    """A string, or the strings of an array, as one text (for a token count); token ids are left out."""
+    return value if isinstance(value, str) else " ".join(v for v in value if isinstance(v, str))
 
 
 def texts_at(container: dict, keys: tuple[str, ...]) -> Iterator[Slot]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, StreamText, Unreadable
-from wrapper.routes.chat import MODEL, NAME, TEXT, leaves, texts_at
+from wrapper.routes import Slot, StreamText
+from wrapper.routes.chat import MODEL, NAME, TEXT, joined, leaves, strings_at, texts_at
 from wrapper.routes.embeddings import TOKENS
-from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Map, Number, Object, String
+from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Map, Number, Object
 
 COMPLETIONS = Object({
     "model": MODEL,
@@ -45,19 +45,11 @@ class CompletionsRoute:
     name = "completions"
     path = "/v1/completions"
     fields = COMPLETIONS
+    binary_answer = False
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         """The prompt's texts (token ids are text nobody here can read: Unreadable), the suffix, stops, user."""
-        prompt = body["prompt"]
-        if isinstance(prompt, str):
-            if prompt:
-                yield body, "prompt"
-        else:
-            for index, item in enumerate(prompt):
-                if not isinstance(item, str):
-                    raise Unreadable("prompt")
-                if item:
-                    yield prompt, index
+        yield from strings_at(body, "prompt")
         yield from texts_at(body, ("suffix", "user"))
         for key in ("stop", *extra_fields):
             if key in body:
@@ -84,5 +76,4 @@ class CompletionsRoute:
         return any(isinstance(choice, dict) and choice.get("text") for choice in chunk.get("choices") or ())
 
     def prompt(self, body: dict) -> dict:
-        prompt = body["prompt"]
-        return {"prompt": prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str))}
+        return {"prompt": joined(body["prompt"])}

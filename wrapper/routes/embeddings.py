@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, StreamText, Unreadable
-from wrapper.routes.chat import MODEL, NAME, leaves, texts_at
+from wrapper.routes import Slot, Unstreamed
+from wrapper.routes.chat import MODEL, NAME, joined, leaves, strings_at, texts_at
 from wrapper.routes.shapes import AnyOf, Array, Integer, Object, String
 
 TOKENS = Array(Integer(0, 2**32), min_items=1)
@@ -24,38 +24,20 @@ EMBEDDINGS = Object({
 }, required=("model", "input"))
 
 
-class EmbeddingsRoute:
+class EmbeddingsRoute(Unstreamed):  # vectors: no text in the answer
     name = "embeddings"
     path = "/v1/embeddings"
     fields = EMBEDDINGS
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         """The input's texts; token ids are text nobody here can read (Unreadable)."""
-        value = body["input"]
-        if isinstance(value, str):
-            yield body, "input"
+        yield from strings_at(body, "input")
+        if isinstance(body["input"], str):
             return
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise Unreadable("input")
-            yield value, index
         yield from texts_at(body, ("user",))
         for key in extra_fields:
             if key in body:
                 yield from leaves(body, key)
 
-    def answer_texts(self, answer: dict) -> Iterator[Slot]:
-        return iter(())  # vectors
-
-    def stream_texts(self, chunk: dict) -> Iterator[StreamText]:
-        return iter(())  # never streamed
-
-    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
-        return None
-
-    def started(self, chunk: dict) -> bool:
-        return False
-
     def prompt(self, body: dict) -> dict:
-        value = body["input"]
-        return {"prompt": value if isinstance(value, str) else " ".join(v for v in value if isinstance(v, str))}
+        return {"prompt": joined(body["input"])}

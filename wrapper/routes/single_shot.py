@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, StreamText, Unreadable
+from wrapper.routes import Slot, Unreadable, Unstreamed
 from wrapper.routes.chat import MODEL, NAME, TEXT, texts_at
 from wrapper.routes.shapes import AnyOf, Array, Integer, Number, Object, String, Tagged
 
@@ -50,25 +50,7 @@ SPEECH = Object({
 }, required=("model", "input", "voice"))
 
 
-class _SingleShot:
-    """What such a route has in common: no streamed answer, no text in the answer."""
-
-    binary_answer = False  # the answer is JSON
-
-    def answer_texts(self, answer: dict) -> Iterator[Slot]:
-        return iter(())
-
-    def stream_texts(self, chunk: dict) -> Iterator[StreamText]:
-        return iter(())
-
-    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
-        return None
-
-    def started(self, chunk: dict) -> bool:
-        return False
-
-
-class ModerationsRoute(_SingleShot):
+class ModerationsRoute(Unstreamed):
     name = "moderations"
     path = "/v1/moderations"
     fields = MODERATIONS
@@ -94,7 +76,7 @@ class ModerationsRoute(_SingleShot):
         return {"prompt": " ".join(v if isinstance(v, str) else v.get("text", "") for v in value)}
 
 
-class ImagesRoute(_SingleShot):
+class ImagesRoute(Unstreamed):
     name = "images"
     path = "/v1/images/generations"
     fields = IMAGES
@@ -112,7 +94,7 @@ class ImagesRoute(_SingleShot):
         return {"prompt": body["prompt"]}
 
 
-class SpeechRoute(_SingleShot):
+class SpeechRoute(Unstreamed):
     """Text to speech: the answer is audio, passed through as it arrives (its content type kept).
 
     A text step changes what is spoken: with PII pseudonymized the audio says the placeholders (an answer in audio

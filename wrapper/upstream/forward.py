@@ -65,7 +65,7 @@ class Upstream:
 
     async def forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
         body = sealed_body(ctx, self.secret)
-        if getattr(ctx.route, "binary_answer", False):
+        if ctx.route.binary_answer:
             return await self._binary(ctx, body)
         if ctx.body.get("stream"):
             return await self._stream(ctx, body)
