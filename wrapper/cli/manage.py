@@ -55,14 +55,22 @@ def _say(args, data, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
-def _check_models(models: list[str] | None, settings: Settings) -> None:
-    """Names LiteLLM does not serve are refused when its config is at hand (`config check` says the same later)."""
+def unknown_models(models: list[str], catalog) -> list[tuple[int, str]]:
+    """(index, name) of each model the catalog does not serve (LiteLLM's model_list, aliases, wildcard routes)."""
+    return [(index, model) for index, model in enumerate(models) if model != "*" and catalog.resolve(model) is None]
+
+
+def _catalog(settings: Settings):
     from wrapper.routing.catalog import ModelCatalog
 
+    return ModelCatalog.from_litellm_config(settings.litellm_config)
+
+
+def _check_models(models: list[str] | None, settings: Settings) -> None:
+    """Names LiteLLM does not serve are refused when its config is at hand (`config check` says the same later)."""
     if not models or not settings.litellm_config.is_file():
         return
-    catalog = ModelCatalog.from_litellm_config(settings.litellm_config)
-    unknown = [model for model in models if model != "*" and catalog.resolve(model) is None]
+    unknown = [model for _, model in unknown_models(models, _catalog(settings))]
     if unknown:
         raise ConfigError(f"unknown model(s) {', '.join(map(repr, unknown))}: not in {settings.litellm_config} "
                           "(LiteLLM's model_list, aliases and wildcard routes)")
@@ -161,18 +169,11 @@ def _keys_revoke(args, settings: Settings) -> int:
 
 def config_problems(config: GatewayConfig, settings: Settings) -> list[str]:
     """What gateway.yaml asks that LiteLLM's config cannot serve, each named by its place in the file."""
-    from wrapper.routing.catalog import ModelCatalog
-
     if not settings.litellm_config.is_file():
         return [f"{settings.litellm_config}: LiteLLM's config not found"]
-    catalog = ModelCatalog.from_litellm_config(settings.litellm_config)
-    problems = []
-    for tenant_id, tenant in config.tenants.items():
-        for index, model in enumerate(tenant.models):
-            if model != "*" and catalog.resolve(model) is None:
-                problems.append(f"tenants.{tenant_id}.models[{index}]: unknown model {model!r} "
-                                f"(not in {settings.litellm_config})")
-    return problems
+    catalog = _catalog(settings)
+    return [f"tenants.{tenant_id}.models[{index}]: unknown model {model!r} (not in {settings.litellm_config})"
+            for tenant_id, tenant in config.tenants.items() for index, model in unknown_models(tenant.models, catalog)]
 
 
 def _config_check(args, settings: Settings) -> int:
