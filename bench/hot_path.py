@@ -19,20 +19,18 @@ provider, paired in alternating blocks). Prints markdown and writes bench/result
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import statistics
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import closed_loop, cpu_of, open_loop, pids_named, request_bytes  # noqa: E402
+from tests.support.audit_db import as_superuser  # noqa: E402
 from tests.support.identity import gateway_cli  # noqa: E402
 from tests.support.otlp_stub import OtlpStubProcess  # noqa: E402
 from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
@@ -51,13 +49,6 @@ TENANTS = {
     "full": {"models": ["*"], "audit": {"content": "full"}},
 }
 
-
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 def measure(port: int, pid: int, request: bytes, seconds: float = SECONDS) -> dict:
@@ -117,8 +108,8 @@ def main() -> None:
     stand_in = OtlpStubProcess(workdir / "otlp.log", count_only=True)
     databases = {name: f"gw_hot_{name}_{os.getpid()}" for name in ("pg", "traced", "nosync")}
     for name, database in databases.items():
-        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
-    asyncio.run(_admin(f'ALTER DATABASE "{databases["nosync"]}" SET synchronous_commit = off'))
+        as_superuser(f'CREATE DATABASE "{database}"', ADMIN_DSN)
+    as_superuser(f'ALTER DATABASE "{databases["nosync"]}" SET synchronous_commit = off', ADMIN_DSN)
     try:
         fake_port = free_port()
         FAKE = start([str(BIN / "python"), "-m", "tests.support.fake_provider", "--port", str(fake_port),
@@ -177,7 +168,7 @@ def main() -> None:
             stop(process)
         stand_in.stop()
         for database in databases.values():
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', ADMIN_DSN)
 
     report = render(rows, blocks, in_process_costs())
     print("\n" + report)

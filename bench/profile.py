@@ -9,7 +9,6 @@ count with it) and the hottest frames by their own time.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
 import re
@@ -21,11 +20,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import closed_loop, cpu_of, request_bytes  # noqa: E402
+from tests.support.audit_db import as_superuser  # noqa: E402
 from tests.support.identity import gateway_cli  # noqa: E402
 from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
 from tests.support.wrapper import write_tenants  # noqa: E402
@@ -50,13 +49,6 @@ CONCERNS = [
 ]
 
 
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
 
 def main() -> None:
     spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
@@ -65,7 +57,7 @@ def main() -> None:
     workdir = ROOT / "var" / "bench-profile"
     workdir.mkdir(parents=True, exist_ok=True)
     database = f"gw_profile_{os.getpid()}"
-    asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+    as_superuser(f'CREATE DATABASE "{database}"', ADMIN_DSN)
     processes = []
     try:
         fake_port = free_port()
@@ -103,7 +95,7 @@ def main() -> None:
     finally:
         for process in reversed(processes):
             stop(process)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', ADMIN_DSN)
     report = render(samples.read_text().splitlines(), cpu_per_request, run.rate)
     print(report)
     (ROOT / "bench" / "results" / "profile.md").write_text(report)
