@@ -79,6 +79,15 @@ def test_one_model_is_found_when_the_tenant_may_use_it_and_does_not_exist_otherw
     assert httpx.get(f"{stack.url}/v1/models/fake-chat", timeout=10).status_code == 401
 
 
+@pytest.mark.parametrize("model", ["x" * 5000, "..%2F..%2Fv1%2Fcosts", "fake-chat%2F..%2Fglobex-private", "%00", "*", "fake-chat,globex-private"],
+                         ids=["huge", "traversal", "dotdot-other-tenant", "nul", "star", "comma-list"])
+def test_a_hostile_model_lookup_is_a_404_and_nothing_else(stack, model):
+    reply = httpx.get(f"{stack.url}/v1/models/{model}", timeout=10, headers=stack.auth)
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["error"]["code"] in ("model_not_found", "route_not_found")
+    assert httpx.get(f"{stack.url}/v1/models/fake-chat", timeout=10, headers=stack.auth).status_code == 200
+
+
 def test_a_wrong_path_is_a_404_that_names_the_routes_there_are(stack):
     reply = httpx.post(f"{stack.url}/v1/chat/completion", json={}, headers=stack.auth, timeout=10)
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "route_not_found"
