@@ -183,3 +183,25 @@ async def test_a_cache_hit_reported_by_litellm_is_recorded(gateway):
         assert reply.status_code == 200 and "x-litellm-cache-key" not in reply.headers
         record = (await gateway.client.get(f"/v1/audit/events/{request_id}", headers=auditor)).json()["data"][0]["record"]
         assert record["cache_hit"] is cached
+
+
+@pytest.mark.parametrize("value", ["one text", ["one text", "another"]], ids=["string", "array"])
+async def test_pii_reads_an_embeddings_user_whatever_the_input_shape(gateway, value):
+    """The user field was skipped when the input was a single string (found on review)."""
+    set_pii(gateway, enforced={"mode": "enforce", "action": "redact"})
+    marker = uuid.uuid4().hex
+    reply = await gateway.client.post("/v1/embeddings", headers=gateway.auth("enforced"),
+                                      json={"model": "fake-embed", "input": value, "user": f"{marker} {EMAIL}"})
+    assert reply.status_code == 200, reply.text
+    [sent] = gateway.received(marker)
+    assert sent["user"] == f"{marker} <EMAIL_ADDRESS>"
+
+
+async def test_an_input_pii_cannot_read_is_refused_naming_its_field(gateway):
+    set_pii(gateway, enforced={"mode": "enforce", "action": "redact"})
+    for path, body, param in (("/v1/embeddings", {"model": "fake-embed", "input": [1, 2, 3]}, "input"),
+                              ("/v1/completions", {"model": "fake-chat", "prompt": [[1, 2], [3]]}, "prompt")):
+        reply = await gateway.client.post(path, json=body, headers=gateway.auth("enforced"))
+        error = reply.json()["error"]
+        assert reply.status_code == 400 and error["code"] == "pii_unscannable_input" and error["param"] == param
+        assert f"'{param}'" in error["message"]

@@ -41,8 +41,8 @@ class PiiStep:
         try:
             slots = list(ctx.route.user_texts(ctx.body, ctx.policy.fields.allow, system=policy.system_prompts))
         except Unreadable as unreadable:
-            raise GatewayError(400, "With PII protection on, embeddings input must be text, not token ids.",
-                               param=unreadable.param, code="pii_unscannable_input") from None
+            raise GatewayError(400, f"With PII protection on, '{unreadable.param}' must be text the gateway can read "
+                               "(not token ids or images).", param=unreadable.param, code="pii_unscannable_input") from None
         try:
             found = await find(slots, policy, self.scanner)
         except Exception as exc:  # a detector that fails must not let unscanned text through silently

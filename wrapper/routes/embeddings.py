@@ -32,8 +32,6 @@ class EmbeddingsRoute(Unstreamed):  # vectors: no text in the answer
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         """The input's texts; token ids are text nobody here can read (Unreadable)."""
         yield from strings_at(body, "input")
-        if isinstance(body["input"], str):
-            return
         yield from texts_at(body, ("user",))
         for key in extra_fields:
             if key in body:
