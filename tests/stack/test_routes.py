@@ -37,7 +37,7 @@ def test_a_completion_whole_and_streamed_is_the_providers_answer_with_its_tokens
 def test_pii_in_the_prompt_never_reaches_the_provider_and_comes_back_restored(stack, fake_provider, stream):
     from openai import OpenAI
 
-    marker = uuid.uuid4().hex[:8]
+    marker = uuid.uuid4().hex  # 8 hex characters can be all digits: a number PII may replace
     prompt = f"{marker}: write to jane.doe@example.com about EMP-123456"
     with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["initech-app"], max_retries=0, timeout=30) as client:
         answer = client.completions.create(model="fake-echo", prompt=prompt, stream=stream)
@@ -116,7 +116,7 @@ def test_moderations_and_images_answer_as_the_provider_did_and_are_recorded(stac
 def test_pii_in_moderation_inputs_and_image_prompts_never_reaches_the_provider(stack, fake_provider):
     from openai import OpenAI
 
-    marker = uuid.uuid4().hex[:8]
+    marker = uuid.uuid4().hex  # 8 hex characters can be all digits: a number PII may replace
     with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["initech-app"], max_retries=0, timeout=30) as client:
         client.moderations.create(model="fake-chat", input=[f"{marker} call jane.doe@example.com"])
         images = client.images.generate(model="fake-chat", prompt=f"{marker} a portrait of EMP-123456")
@@ -152,7 +152,7 @@ def test_speech_flows_through_as_audio_with_its_content_type_and_is_recorded(sta
 def test_pii_is_redacted_before_it_is_spoken(stack, fake_provider):
     from openai import OpenAI
 
-    marker = uuid.uuid4().hex[:8]
+    marker = uuid.uuid4().hex  # 8 hex characters can be all digits: a number PII may replace
     with OpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["initech-notes"], max_retries=0, timeout=30) as client:
         audio = client.audio.speech.create(model="fake-chat", voice="alloy", input=f"{marker} call jane.doe@example.com")
     [sent] = [r["body"] for r in fake_provider.log() if marker in str(r["body"])]
