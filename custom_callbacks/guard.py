@@ -27,7 +27,9 @@ from custom_callbacks.quiet_logs import drop_litellm_tracebacks
 from custom_callbacks.seal import (
     CONTROL_FIELDS,
     SEALED_KEYS,
+    SEAL_KEY,
     SECRET_ENV,
+    STORED_OBJECT,
     WARM_UP_TENANT,
     controls_digest,
     refusal_reason,
@@ -59,6 +61,8 @@ REFUSAL = "This LiteLLM instance only serves requests sent through the gateway."
 ADDED_BY_LITELLM = frozenset({"litellm_call_id", "litellm_logging_obj", "proxy_server_request", "secret_fields",
                               "litellm_metadata", "litellm_trace_id", "litellm_session_id"})
 GATEWAY_SET = frozenset({"metadata", *CONTROL_FIELDS})
+# Calls that name a stored response by its id (GET, DELETE, input items) rather than a model.
+LOOKUP_CALLS = frozenset({"aget_responses", "adelete_responses", "alist_input_items"})
 
 
 def body_refusal(data: dict, metadata: dict, call_type: str = "") -> str | None:
@@ -68,7 +72,9 @@ def body_refusal(data: dict, metadata: dict, call_type: str = "") -> str | None:
     if unsealed:
         return f"fields that were not sealed: {_names(unsealed)}"
     sealed_model = metadata["gateway_model"]
-    if data.get("model") not in (sealed_model, litellm.model_alias_map.get(sealed_model)):
+    if sealed_model == STORED_OBJECT and call_type in LOOKUP_CALLS and "model" not in data:
+        pass  # a stored response, named by its id: LiteLLM finds its deployment in the id
+    elif data.get("model") not in (sealed_model, litellm.model_alias_map.get(sealed_model)):
         return "the model is not the one sealed"
     if controls_digest(data) != (metadata.get("gateway_controls") or ""):
         return "control fields differ from those sealed"
@@ -87,9 +93,20 @@ def _added_for(call_type: str, data: dict) -> frozenset[str]:
     """
     if call_type == "image_generation" and data.get("messages") == [{"role": "user", "content": data.get("prompt")}]:
         return frozenset({"messages"})
+    if call_type in LOOKUP_CALLS:
+        return frozenset({"response_id"})  # from the path
     if call_type == "aspeech" and data.get("user") == LITELLM_PROXY_ADMIN_NAME:
         return frozenset({"user"})  # speech: the caller's user id (the master key's) when the body names none
     return frozenset()
+
+
+def sealed_metadata_of(data: dict) -> object:
+    """Where the seal travels: `metadata`, or on routes where `metadata` is the provider's field (Responses,
+    Anthropic Messages) `litellm_metadata`, LiteLLM's own."""
+    own = data.get("litellm_metadata")
+    if isinstance(own, dict) and SEAL_KEY in own:
+        return own
+    return data.get("metadata")
 
 
 def _names(keys: list[str]) -> str:
@@ -105,7 +122,7 @@ class WrapperOnlyGuard(CustomLogger):
             logger.error("%s is not set: every request will be refused", SECRET_ENV)
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data: dict, call_type):
-        metadata = data.get("metadata") or data.get("litellm_metadata")
+        metadata = sealed_metadata_of(data)
         reason = refusal_reason(self.secret, metadata) or body_refusal(data, metadata, str(call_type))
         if reason is not None:
             logger.warning("refused a %s request that did not come through the wrapper: %s", call_type, reason)

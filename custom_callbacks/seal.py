@@ -34,6 +34,8 @@ REQUIRED_KEYS = ("gateway_request_id", "gateway_tenant_id", "gateway_credential_
 # so LiteLLM walks its whole path up to the guard, which stops it there, before any provider. Tenant ids cannot
 # start with "_", so no client's request is ever one.
 WARM_UP_TENANT = "_warm_up"
+# The sealed "model" of a call that names a stored object (a response id) instead of a model.
+STORED_OBJECT = "-"
 # Where the client's own metadata travels: nested, so none of its keys reads as one LiteLLM acts on.
 CLIENT_METADATA_KEY = "gateway_client_metadata"
 # Fields LiteLLM acts on that the gateway may set from its config and the endpoint's policy; their values are sealed.

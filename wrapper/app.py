@@ -36,12 +36,15 @@ from wrapper.observability.request_id import RequestIdMiddleware
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.pii import PiiScanner, PiiStep
 from wrapper.model_routes import ModelRoutes
+from wrapper.ownership import ObjectIds, OwnershipStep
+from wrapper.ownership.lookups import response_lookups
 from wrapper.pipeline import Pipeline
 from wrapper.request import read_request
 from wrapper.routes import Route
 from wrapper.routes.chat import ChatRoute
 from wrapper.routes.completions import CompletionsRoute
 from wrapper.routes.embeddings import EmbeddingsRoute
+from wrapper.routes.responses import ResponsesRoute
 from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, SpeechRoute
 from wrapper.routing.catalog import ModelCatalog
 from wrapper.routing.step import ModelRoute
@@ -77,7 +80,9 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     metrics = GatewayMetrics(settings.metrics_users)
     catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
 
+    ownership = OwnershipStep(ObjectIds(signer.derived_key("gateway object ids v1")))
     pipeline = Pipeline([
+        ownership,  # 1b. ids of stored objects (responses): only the tenant's own, on every route that names them
         # 2. admit: rate limits, concurrency and budget (issue 17)
         # 3. input guardrails (issue 20)
         PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
@@ -150,6 +155,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
                 return Response(orjson.dumps(entry), media_type="application/json")
         raise GatewayError(404, f"The model '{model}' does not exist.", code="model_not_found", param="model")
 
+    app.include_router(response_lookups(litellm, ownership, settings.internal_secret.encode(), admit_caller))
     app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
     app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
 
@@ -180,7 +186,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     # then the model calls go straight to the flow above, everything else to FastAPI.
     model_routes = {"/v1/chat/completions": ChatRoute(), "/v1/completions": CompletionsRoute(),
                     "/v1/embeddings": EmbeddingsRoute(), "/v1/moderations": ModerationsRoute(),
-                    "/v1/images/generations": ImagesRoute(), "/v1/audio/speech": SpeechRoute()}
+                    "/v1/images/generations": ImagesRoute(), "/v1/audio/speech": SpeechRoute(),
+                    "/v1/responses": ResponsesRoute()}
     app.state.routes_served = lambda: [f"POST {path}" for path in model_routes] + [  # for the 404 of a wrong path
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)

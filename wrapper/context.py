@@ -16,6 +16,7 @@ import orjson
 
 from wrapper.auth.principal import Principal
 from wrapper.config.models import EndpointPolicies, Tenant
+from wrapper.upstream.sse import event_data
 
 if TYPE_CHECKING:
     from wrapper.routes import Route
@@ -48,28 +49,24 @@ class StreamSummary:
 
     def observe(self, event: bytes) -> None:
         self.events += 1
-        for line in event.splitlines():
-            if line.startswith(b"data:"):
-                self._observe_data(line[5:].strip())
-
-    def _observe_data(self, data: bytes) -> None:
-        if data == b"[DONE]":
+        if event.startswith(b"data: [DONE]"):
             self.done = True
             return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        parsed = event_data(event)
+        if parsed is None:
             return
-        if not isinstance(payload, dict):
-            return
-        if self.first_token_at is None and self.route.started(payload):
+        payload, route = parsed[1], self.route
+        if self.first_token_at is None and route.started(payload):
             self.first_token_at = time.perf_counter()
-        self.model = payload.get("model") if isinstance(payload.get("model"), str) else self.model
-        self.usage = payload.get("usage") or self.usage
-        self.error = payload.get("error") or self.error
-        for piece in self.route.stream_texts(payload):
+        model = route.served_model(payload)
+        self.model = model if isinstance(model, str) else self.model
+        self.usage = route.usage(payload) or self.usage
+        if payload.get("error") or payload.get("type") == "error":  # OpenAI's, Anthropic's; the Responses API's
+            self.error = payload.get("error") or {"message": payload.get("message"), "code": payload.get("code")}
+        self.done = self.done or route.finished(payload)
+        for piece in route.stream_texts(payload):
             text = piece.container.get(piece.field)
-            if isinstance(text, str) and text:
+            if isinstance(text, str) and text and piece.kind != "whole":
                 (self.text if piece.kind == "content" else self.arguments).append(text)
 
     @property

@@ -27,8 +27,11 @@ async def read_request(request: Request, route: Route, extra_fields: frozenset[s
     """The body of a model call, checked: the route's fields, and the tenant's own extra ones."""
     raw = await read_body(request, limit)
     if len(raw) > INLINE_PARSE_BYTES:
-        return await asyncio.to_thread(parse, raw, route.fields, extra_fields)
-    return parse(raw, route.fields, extra_fields)
+        body = await asyncio.to_thread(parse, raw, route.fields, extra_fields)
+    else:
+        body = parse(raw, route.fields, extra_fields)
+    route.check(body)
+    return body
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import orjson
 import uvicorn
 
+from tests.support.fake_responses import ResponsesApi, send_events
+
 DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
 SPEECH_HEADER = b"ID3\x04\x00fake-audio:"  # what the fake's "audio" starts with, then the input it was to say
 
@@ -80,6 +82,7 @@ class FakeProvider:
         self.behaviours: dict[str, Behaviour] = {}
         self.log: list[Record] = []
         self._ids = itertools.count(1)
+        self.responses = ResponsesApi()
         self.set_behaviours(behaviours or {})
 
     def set_behaviours(self, behaviours: dict[str, dict]) -> None:
@@ -101,7 +104,7 @@ class FakeProvider:
             await self._control(path, method, body, send)
             return
         try:
-            payload = orjson.loads(body) if body else {}
+            payload = orjson.loads(body) if body and not path.endswith("/transcriptions") else {}
         except orjson.JSONDecodeError:
             await _send_json(send, 400, _error("invalid JSON", "invalid_request_error"))
             return
@@ -114,7 +117,17 @@ class FakeProvider:
             received_at=time.monotonic(),
         )
         self.log.append(record)
-        if path.endswith("/chat/completions"):
+        if "/responses/" in path:  # a stored response: retrieve, delete, input items
+            status, answer = self.responses.lookup(path, method)
+            record.outcome = "answered" if status == 200 else "error"
+            await _send_json(send, status, answer)
+        elif path.endswith("/responses"):
+            await self._responses(payload, record, receive, send)
+        elif path.endswith("/rerank"):
+            await self._rerank(payload, record, send)
+        elif path.endswith("/audio/transcriptions"):
+            await self._transcription(body, record, send)
+        elif path.endswith("/chat/completions"):
             await self._chat(payload, record, receive, send)
         elif path.endswith("/completions"):  # legacy text completions
             await self._chat(payload, record, receive, send, text_completion=True)
@@ -156,11 +169,7 @@ class FakeProvider:
             text = asked if behaviour.echo else behaviour.reply
         else:
             text = _last_user_text(payload) if behaviour.echo else behaviour.reply
-        usage = {
-            "prompt_tokens": behaviour.prompt_tokens,
-            "completion_tokens": behaviour.completion_tokens,
-            "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens,
-        }
+        usage = _usage(behaviour)
         if payload.get("stream"):
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
             await self._stream(behaviour, record, text, usage if include_usage else None, receive, send, text_completion)
@@ -271,6 +280,110 @@ class FakeProvider:
                 for i in range(count)]
         await _send_json(send, 200, {"created": int(time.time()), "data": data}, _headers(behaviour))
         record.outcome, record.finished_at = "answered", time.monotonic()
+
+
+    async def _responses(self, payload: dict, record: Record, receive, send) -> None:
+        """POST /v1/responses: the text as chat would answer it, in the Responses shape, stored for later calls."""
+        behaviour = self.behaviour_for(record.model)
+        previous = payload.get("previous_response_id")
+        if previous and previous not in self.responses.stored:
+            record.outcome = "error"
+            await _send_json(send, 404, self.responses.unknown(previous, "previous_response_id"))
+            return
+        if await self._before_answer(behaviour, record, receive, send):
+            return
+        text = self.responses.conversation_text(payload) if behaviour.echo else behaviour.reply
+        response, _ = self.responses.create(payload, record.id, text, _usage(behaviour))
+        if not payload.get("stream"):
+            await _send_json(send, 200, response, _headers(behaviour))
+            record.outcome, record.finished_at = "answered", time.monotonic()
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), *_headers(behaviour)]})
+        pieces = ([text[i:i + behaviour.chunk_chars] for i in range(0, len(text), behaviour.chunk_chars)]
+                  if behaviour.chunk_chars else _split(text, behaviour.chunks))
+        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            finished = await send_events(send, self.responses.events(response, pieces),
+                                         behaviour.chunk_interval_ms / 1000, gone)
+            record.outcome = "answered" if finished else "caller_disconnected"
+            record.caller_disconnected = not finished
+        finally:
+            record.finished_at = time.monotonic()
+            gone.cancel()
+
+    async def _rerank(self, payload: dict, record: Record, send) -> None:
+        """Cohere's rerank: documents that share more words with the query rank higher."""
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, _never_disconnects, send):
+            return
+        query = set(str(payload.get("query", "")).lower().split())
+        documents = [d if isinstance(d, str) else (d or {}).get("text", "") for d in payload.get("documents") or []]
+        scores = [len(query & set(d.lower().split())) / (len(query) or 1) for d in documents]
+        ranked = sorted(range(len(documents)), key=lambda i: -scores[i])[: payload.get("top_n") or len(documents)]
+        results = [{"index": i, "relevance_score": scores[i],
+                    **({"document": {"text": documents[i]}} if payload.get("return_documents") else {})}
+                   for i in ranked]
+        answer = {"id": f"rerank-fake-{record.id}", "results": results,
+                  "meta": {"billed_units": {"search_units": 1},
+                           "tokens": {"input_tokens": behaviour.prompt_tokens, "output_tokens": 0}}}
+        await _send_json(send, 200, answer, _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+    async def _transcription(self, body: bytes, record: Record, send) -> None:
+        """A multipart upload; the "audio" is text (tests send UTF-8 bytes), which is what it transcribes to."""
+        form = _multipart(body, record.headers.get("content-type", ""))
+        record.model, record.body = form.get("model"), {k: v for k, v in form.items() if k != "file"}
+        record.body["file_bytes"] = len(form.get("file") or b"")
+        behaviour = self.behaviour_for(record.model)
+        if await self._before_answer(behaviour, record, _never_disconnects, send):
+            return
+        text = (form.get("file") or b"").decode("utf-8", "replace") if behaviour.echo else behaviour.reply
+        answer = {"text": text, "usage": {"type": "tokens", "input_tokens": behaviour.prompt_tokens,
+                                          "output_tokens": behaviour.completion_tokens,
+                                          "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}}
+        await _send_json(send, 200, answer, _headers(behaviour))
+        record.outcome, record.finished_at = "answered", time.monotonic()
+
+
+def _usage(behaviour: Behaviour) -> dict:
+    return {"prompt_tokens": behaviour.prompt_tokens, "completion_tokens": behaviour.completion_tokens,
+            "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}
+
+
+def _multipart(body: bytes, content_type: str) -> dict:
+    """The fields of a multipart/form-data body: text fields as str, the file as bytes."""
+    from python_multipart.multipart import MultipartParser, parse_options_header  # installed with FastAPI's forms
+
+    _, options = parse_options_header(content_type)
+    fields: dict = {}
+    current: dict = {}
+
+    def on_part_begin():
+        current.clear()
+        current["data"] = b""
+
+    def on_header_field(data, start, end):
+        current["header"] = data[start:end].decode().lower()
+
+    def on_header_value(data, start, end):
+        if current.get("header") == "content-disposition":
+            current["disposition"] = data[start:end].decode()
+
+    def on_part_data(data, start, end):
+        current["data"] += data[start:end]
+
+    def on_part_end():
+        _, disposition = parse_options_header(current.get("disposition", ""))
+        name = disposition.get(b"name", b"").decode()
+        fields[name] = current["data"] if b"filename" in disposition else current["data"].decode()
+
+    parser = MultipartParser(options[b"boundary"], {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_part_data": on_part_data, "on_part_end": on_part_end})
+    parser.write(body)
+    parser.finalize()
+    return fields
 
 
 def _completion(record: Record, text: str, usage: dict, fixed: bool = False) -> dict:

@@ -4,7 +4,8 @@ The middleware wraps the whole app, so answers, refusals (auth, role, model,
 bad input), upstream failures, crashes and client cancellations all pass
 through the same place. It holds the response until its record is committed:
 a one-part answer's status line and body wait for the commit; a stream's parts
-flow at once, but the part that ends it (for an event stream, `data: [DONE]`)
+flow at once, but the part that ends it (for an event stream, `data: [DONE]` or
+its protocol's own end event, such as the Responses API's `response.completed`)
 waits. If the record cannot be committed and the tenant does not allow answering
 without one, the client gets 503 (or, once a stream flows, an error in place of
 its end).
@@ -92,14 +93,21 @@ class _Exchange:
 
     async def _send_part(self, message, chunk: bytes, more: bool) -> None:
         """Parts pass at once; the one that ends the response (or an event stream's [DONE]) waits for the commit."""
-        ends = not more or (self.delivery.streamed and _DONE in chunk)
+        streamed = self.delivery.streamed
+        ends = not more or (streamed and (_DONE in chunk or self._stream_finished()))
         if ends and not self.recorded and not await self.record(answering=True):
-            if self.delivery.streamed:
-                chunk = _audit_unavailable().sse_event() if _DONE in chunk else chunk
+            if streamed:  # in place of the event that ends the stream, an error in the route's protocol
+                route = self.ctx.route
+                chunk = route.error_event(_audit_unavailable()) if route else _audit_unavailable().sse_event()
             else:
                 chunk = b"\n" + orjson.dumps(_audit_unavailable().envelope()) + b"\n"
             message = {**message, "body": chunk}
         await self._send(message)
+
+    def _stream_finished(self) -> bool:
+        """The stream's own end event (`response.completed`, `message_stop` ...) is the part being sent."""
+        stream = self.ctx.outcome.stream
+        return stream is not None and stream.done
 
     async def _send_answer(self, body: bytes) -> None:
         """A one-part answer: its status line and body both wait for the commit (or become a 503)."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from wrapper.settings import Settings
 
@@ -56,6 +57,12 @@ class Signer:
 
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self._private.sign(message)).decode()
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A secret for another use (sealing response ids), kept and shared as this key is: every replica and
+        every restart derives the same one, and nothing can be learnt of the signing key from it."""
+        seed = self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return hmac.new(seed, purpose.encode(), hashlib.sha256).digest()
 
 
 def gateway_signer(settings: Settings) -> Signer:

@@ -15,6 +15,7 @@ import re
 import orjson
 
 from wrapper.routes import Route
+from wrapper.upstream.sse import event_data
 
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
 
@@ -46,23 +47,34 @@ class Restorer:
         return orjson.dumps(reply)
 
     def event(self, event: bytes) -> bytes:
-        """One SSE event with its texts restored, less any tail that may still become a placeholder."""
-        if not event.startswith(b"data:"):
+        """One SSE event with its texts restored, less any tail that may still become a placeholder.
+
+        A text that comes again whole (Responses' `*.done` events) is restored as one; what was held of its
+        pieces goes out first, as one more piece."""
+        parsed = event_data(event)
+        if parsed is None:
             return event
-        chunk = _object(event[5:].strip())
-        if chunk is None:
-            return event
+        head, chunk = parsed
+        before = b""
         for piece in self.route.stream_texts(chunk):
+            if piece.kind == "whole":
+                if piece.key in self.held:
+                    before += self._release({piece.key: self.held.pop(piece.key)})
+                piece.container[piece.field] = self.text(piece.container[piece.field])
+                continue
             text = self._feed(piece.key, piece.container.get(piece.field) or "", piece.final)
             if text or piece.field in piece.container:
                 piece.container[piece.field] = text
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return before + head + b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def end(self) -> bytes:
-        """An event with whatever is still held, for a stream that ends without a finish reason (b"" if nothing)."""
-        held, self.held = {key: self.text(text) for key, text in self.held.items()}, {}
-        chunk = self.route.closing_chunk(held) if held else None
-        return b"data: " + orjson.dumps(chunk) + b"\n\n" if chunk else b""
+        """Events with whatever is still held, for a stream that ends without a finish reason (b"" if nothing)."""
+        held, self.held = self.held, {}
+        return self._release(held)
+
+    def _release(self, held: dict[tuple, str]) -> bytes:
+        chunks = self.route.closing_chunks({key: self.text(text) for key, text in held.items()}) if held else []
+        return b"".join(self.route.sse(chunk) for chunk in chunks)
 
     def _feed(self, key: tuple, piece: str, final: bool) -> str:
         text = self.held.pop(key, "") + piece

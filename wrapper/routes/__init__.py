@@ -22,6 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
+
+from wrapper.errors import GatewayError
 from wrapper.routes.shapes import Object
 
 Slot = tuple[object, object]  # (container, key): container[key] is a text a step may read and replace
@@ -34,7 +37,8 @@ class StreamText:
     key: tuple  # the text it belongs to: a choice's content, a tool call's arguments
     container: dict
     field: str
-    kind: str  # "content" (what the model says) or "arguments" (what it passes to a tool)
+    kind: str  # "content" (what the model says), "arguments" (what it passes to a tool), or "whole": the text
+    # again, complete (a Responses `*.done` event): restored as one, not counted again
     final: bool  # the text ends with this chunk: nothing of it may be held back
 
 
@@ -51,6 +55,11 @@ class Route(Protocol):
     path: str  # LiteLLM's path for it
     fields: Object  # the allow-list
     binary_answer: bool  # the answer is not JSON (audio): passed through as it arrives, read by no step
+    metadata_field: str  # where the gateway's sealed metadata travels to LiteLLM
+    stream_usage_option: bool  # the gateway asks for a stream's usage with `stream_options.include_usage`
+    ends_with_done: bool  # its streams end with `data: [DONE]`; else with an event of their own (`finished`)
+
+    def check(self, body: dict) -> None: ...  # what the allow-list cannot say (one of two fields required ...)
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]: ...
 
@@ -58,17 +67,53 @@ class Route(Protocol):
 
     def stream_texts(self, chunk: dict) -> Iterator[StreamText]: ...
 
-    def closing_chunk(self, held: dict[tuple, str]) -> dict | None: ...
+    def closing_chunks(self, held: dict[tuple, str]) -> list[dict]: ...  # events carrying texts still held
 
-    def started(self, chunk: dict) -> bool: ...
+    def started(self, chunk: dict) -> bool: ...  # the event carries the first content (time to first token)
+
+    def finished(self, chunk: dict) -> bool: ...  # the event ends the answer (its protocol's own end)
+
+    def usage(self, answer: dict) -> dict | None: ...  # an answer's or event's usage, in chat's terms
+
+    def served_model(self, chunk: dict) -> object: ...
+
+    def error_event(self, error: GatewayError) -> bytes: ...  # how a broken stream says so, in its protocol
+
+    def sse(self, chunk: dict) -> bytes: ...  # an event of this route's stream
 
     def prompt(self, body: dict) -> dict: ...
 
 
-class Unstreamed:
-    """What a route whose answer is never streamed text has in common (embeddings, moderations, images, speech)."""
+class OpenAIShaped:
+    """What the OpenAI-shaped routes share: `data:`-only streams ended by [DONE], usage and model at the top."""
 
     binary_answer = False
+    metadata_field = "metadata"
+    stream_usage_option = True  # a stream reports its usage when `stream_options.include_usage` asks
+    ends_with_done = True  # a stream ends with `data: [DONE]`
+
+    def check(self, body: dict) -> None:
+        pass
+
+    def finished(self, chunk: dict) -> bool:
+        return False  # `data: [DONE]` ends these streams
+
+    def usage(self, answer: dict) -> dict | None:
+        usage = answer.get("usage")
+        return usage if isinstance(usage, dict) else None
+
+    def served_model(self, chunk: dict) -> object:
+        return chunk.get("model")
+
+    def error_event(self, error: GatewayError) -> bytes:
+        return error.sse_event()
+
+    def sse(self, chunk: dict) -> bytes:
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+class Unstreamed(OpenAIShaped):
+    """What a route whose answer is never streamed text has in common (embeddings, moderations, images, speech)."""
 
     def answer_texts(self, answer: dict) -> Iterator[Slot]:
         return iter(())
@@ -76,8 +121,8 @@ class Unstreamed:
     def stream_texts(self, chunk: dict) -> Iterator[StreamText]:
         return iter(())
 
-    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
-        return None
+    def closing_chunks(self, held: dict[tuple, str]) -> list[dict]:
+        return []
 
     def started(self, chunk: dict) -> bool:
         return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, StreamText, Unreadable
+from wrapper.routes import OpenAIShaped, Slot, StreamText, Unreadable
 from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Json, Map, Number, Object, String, Tagged
 
 # A model name as LiteLLM routes it: printable, no control characters, and never a list ("a,b" makes LiteLLM
@@ -141,11 +141,10 @@ SYSTEM_ROLES = frozenset({"system", "developer"})
 _SCHEMA_WORDS = frozenset({"type", "format", "$ref", "$schema", "$id", "required", "additionalProperties"})
 
 
-class ChatRoute:
+class ChatRoute(OpenAIShaped):
     name = "chat"
     path = "/v1/chat/completions"
     fields = CHAT
-    binary_answer = False
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         """Every non-empty string the provider would read.
@@ -206,7 +205,7 @@ class ChatRoute:
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                     yield StreamText((index, "tool", call.get("index", 0)), function, "arguments", "arguments", final)
 
-    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
+    def closing_chunks(self, held: dict[tuple, str]) -> list[dict]:
         """A chunk carrying texts still held when the stream ended without a finish reason."""
         choices: dict[int, dict] = {}
         for key, text in sorted(held.items(), key=lambda item: repr(item[0])):
@@ -215,7 +214,7 @@ class ChatRoute:
                 delta["content"] = text
             else:
                 delta.setdefault("tool_calls", []).append({"index": key[2], "function": {"arguments": text}})
-        return {"object": "chat.completion.chunk", "choices": list(choices.values())} if choices else None
+        return [{"object": "chat.completion.chunk", "choices": list(choices.values())}] if choices else []
 
     def started(self, chunk: dict) -> bool:
         return bool(chunk.get("choices"))

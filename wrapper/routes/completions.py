@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, StreamText
+from wrapper.routes import OpenAIShaped, Slot, StreamText
 from wrapper.routes.chat import MODEL, NAME, TEXT, joined, leaves, strings_at, texts_at
 from wrapper.routes.embeddings import TOKENS
 from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Map, Number, Object
@@ -41,11 +41,10 @@ COMPLETIONS = Object({
 }, required=("model", "prompt"))
 
 
-class CompletionsRoute:
+class CompletionsRoute(OpenAIShaped):
     name = "completions"
     path = "/v1/completions"
     fields = COMPLETIONS
-    binary_answer = False
 
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         """The prompt's texts (token ids are text nobody here can read: Unreadable), the suffix, stops, user."""
@@ -68,9 +67,9 @@ class CompletionsRoute:
             if isinstance(choice.get("text"), str) or final:
                 yield StreamText((choice.get("index", 0), "text"), choice, "text", "content", final)
 
-    def closing_chunk(self, held: dict[tuple, str]) -> dict | None:
+    def closing_chunks(self, held: dict[tuple, str]) -> list[dict]:
         choices = [{"index": key[0], "text": text} for key, text in sorted(held.items())]
-        return {"object": "text_completion", "choices": choices} if choices else None
+        return [{"object": "text_completion", "choices": choices}] if choices else []
 
     def started(self, chunk: dict) -> bool:
         return any(isinstance(choice, dict) and choice.get("text") for choice in chunk.get("choices") or ())

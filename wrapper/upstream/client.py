@@ -70,9 +70,13 @@ class LiteLLMClient:
         await self._pool.aclose()
 
     async def post(self, path: str, body: bytes, request_id: str) -> UpstreamReply:
+        return await self.call("POST", path, body, request_id)
+
+    async def call(self, method: str, path: str, body: bytes, request_id: str) -> UpstreamReply:
+        """One request and its whole answer; an error status is raised as the GatewayError it maps to."""
         started = time.perf_counter()
         try:
-            reply = await self._pool.start("POST", path, body, _headers(request_id))
+            reply = await self._pool.start(method, path, body, _headers(request_id))
             content = await self._pool.read(reply)
         except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None

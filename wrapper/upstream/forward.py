@@ -11,12 +11,12 @@ on LiteLLM.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from custom_callbacks.seal import CLIENT_METADATA_KEY, WARM_UP_TENANT, sealed_metadata
+from custom_callbacks.seal import CLIENT_METADATA_KEY, STORED_OBJECT, WARM_UP_TENANT, sealed_metadata
 from wrapper.context import RequestContext, ResponseHalf, StreamSummary
 from wrapper.errors import CLIENT_CLOSED, GatewayError
 from wrapper.observability.tracing import step
@@ -103,19 +103,22 @@ class Upstream:
         halves = list(reversed(ctx.halves))
         try:
             async for event in split_events(stream.chunks):
-                summary.observe(event)  # before it is sent: the response path reads the summary at [DONE]
+                summary.observe(event)  # before it is sent: the response path reads the summary at the end
                 if not asked_for_usage and _is_usage_only(event):
                     continue  # the gateway asked for it, for the record; the client did not
                 if event.startswith(_DONE):
-                    for index, half in enumerate(halves):  # what each half still holds, through the halves after it
-                        if held := half.end():
-                            yield _through(halves[index + 1:], held)
+                    for held in _still_held(halves):
+                        yield held
+                    if not ctx.route.ends_with_done:
+                        continue  # LiteLLM's addition to a protocol with its own end event: not the client's
                 if sent := _through(halves, event):
                     yield sent
+            for held in _still_held(halves):  # a protocol without [DONE] (Anthropic's): before the stream's end
+                yield held
         except GatewayError as exc:
-            # The status line is gone already; the client learns of the break in-band.
+            # The status line is gone already; the client learns of the break in-band, in the route's protocol.
             summary.error = exc.envelope()["error"]
-            yield exc.sse_event()
+            yield ctx.route.error_event(exc)
         finally:
             stream.close()  # no-op after a complete stream
             if summary.usage is None and summary.first_token_at is not None:
@@ -134,10 +137,12 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
     The client's own metadata travels nested under CLIENT_METADATA_KEY, so none of its keys is read by LiteLLM
     as one of its own (tags, trace ids, budgets ...).
     """
-    principal, body = ctx.principal, ctx.body
-    upstream = {key: value for key, value in body.items() if key != "metadata"}
-    upstream["model"] = ctx.model_group
-    if body.get("stream"):  # usage (and LiteLLM's cost) arrive in a last chunk only when asked for
+    principal, body, route = ctx.principal, ctx.body, ctx.route
+    own_metadata = route.metadata_field == "metadata"  # else the API's `metadata` is its own, passed as sent
+    upstream = {key: value for key, value in body.items() if key != "metadata" or not own_metadata}
+    if ctx.model_group is not None:
+        upstream["model"] = ctx.model_group
+    if body.get("stream") and route.stream_usage_option:  # usage (and cost) come in a last chunk only when asked
         upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     user = principal.user or body.get("user")
     if user:
@@ -150,11 +155,19 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
         "gateway_credential_id": principal.credential_id,
         "tags": [f"tenant:{principal.tenant}"] + ([f"endpoint:{principal.endpoint}"] if principal.endpoint else []),
     }
-    metadata = sealed_metadata(secret, upstream, identity)
-    if body.get("metadata"):
+    metadata = sealed_metadata(secret, upstream if ctx.model_group is not None else {**upstream, "model": STORED_OBJECT},
+                               identity)
+    if body.get("metadata") and own_metadata:
         metadata[CLIENT_METADATA_KEY] = body["metadata"]
-    upstream["metadata"] = metadata
+    upstream[route.metadata_field] = metadata
     return orjson.dumps(upstream)
+
+
+def _still_held(halves: list[ResponseHalf]) -> Iterator[bytes]:
+    """What each half still holds (b"" once it has given it), through the halves after it."""
+    for index, half in enumerate(halves):
+        if held := half.end():
+            yield _through(halves[index + 1:], held)
 
 
 def _through(halves: list[ResponseHalf], event: bytes) -> bytes:
@@ -199,8 +212,9 @@ def _note_reply(ctx: RequestContext, content: bytes, headers: dict[str, str]) ->
     except orjson.JSONDecodeError:
         return
     if isinstance(reply, dict):
-        ctx.outcome.model_served = reply.get("model") if isinstance(reply.get("model"), str) else None
-        ctx.outcome.note_usage(reply.get("usage"))
+        model = ctx.route.served_model(reply)
+        ctx.outcome.model_served = model if isinstance(model, str) else None
+        ctx.outcome.note_usage(ctx.route.usage(reply))
 
 
 def _is_usage_only(event: bytes) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 from starlette.responses import Response
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n")
@@ -29,6 +30,18 @@ async def split_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             pending = pending[cut:]
     if pending.strip():
         yield pending  # an unterminated last event is still the client's to see
+
+
+def event_data(event: bytes) -> tuple[bytes, dict] | None:
+    """An event whose data is one JSON object: (the lines before its data, e.g. `event: ...`, and the object)."""
+    start = 0 if event.startswith(b"data:") else event.find(b"\ndata:") + 1
+    if start < 0 or (start == 0 and not event.startswith(b"data:")):
+        return None
+    try:
+        payload = orjson.loads(event[start + 5:])
+    except orjson.JSONDecodeError:
+        return None
+    return (event[:start], payload) if isinstance(payload, dict) else None
 
 
 def _first_separator(data: bytes) -> int:
