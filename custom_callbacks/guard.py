@@ -20,6 +20,7 @@ import litellm
 from litellm.constants import LITELLM_PROXY_ADMIN_NAME
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.types.llms.anthropic import ANTHROPIC_API_HEADERS
 from litellm.types.utils import is_litellm_owned_kwarg
 from pydantic import TypeAdapter, ValidationError
 
@@ -87,12 +88,17 @@ def body_refusal(data: dict, metadata: dict, call_type: str = "") -> str | None:
 def _added_for(call_type: str, data: dict) -> frozenset[str]:
     """Fields LiteLLM adds for one kind of call, exactly as it adds them.
 
+    Messages: `provider_specific_header`, the Anthropic API headers the wrapper passed on, and only those.
     Image generation: the prompt as one user message, for guardrails (LiteLLM takes the prompt back from it after
     the hooks, so any other message would change the prompt: it stays refused). Speech: `user`, set to the
     authenticated caller's id, which for the gateway's master key is LiteLLM's admin name.
     """
     if call_type == "image_generation" and data.get("messages") == [{"role": "user", "content": data.get("prompt")}]:
         return frozenset({"messages"})
+    header = data.get("provider_specific_header")
+    if isinstance(header, dict) and set(header.get("extra_headers") or {"?": 1}) <= ANTHROPIC_API_HEADERS:
+        # anthropic-version and anthropic-beta, which the wrapper passes on (checked) for the Messages routes
+        return frozenset({"provider_specific_header"}) | _added_for(call_type, {**data, "provider_specific_header": 0})
     if call_type in LOOKUP_CALLS:
         return frozenset({"response_id"})  # from the path
     if call_type == "aspeech" and data.get("user") == LITELLM_PROXY_ADMIN_NAME:

@@ -39,11 +39,12 @@ from wrapper.model_routes import ModelRoutes
 from wrapper.ownership import ObjectIds, OwnershipStep
 from wrapper.ownership.lookups import response_lookups
 from wrapper.pipeline import Pipeline
-from wrapper.request import read_request
+from wrapper.request import api_headers, read_request
 from wrapper.routes import Route
 from wrapper.routes.chat import ChatRoute
 from wrapper.routes.completions import CompletionsRoute
 from wrapper.routes.embeddings import EmbeddingsRoute
+from wrapper.routes.messages import CountTokensRoute, MessagesRoute
 from wrapper.routes.responses import ResponsesRoute
 from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, SpeechRoute
 from wrapper.routing.catalog import ModelCatalog
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
             ctx = await admit_caller(request, Role.app)  # 1. authenticate
         ctx.route = route
         ctx.body = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes)
+        ctx.upstream_headers = api_headers(request.headers, route.passed_headers)
         answered = await pipeline.run(ctx)  # 2-6. the steps' request halves, in order; one may answer or refuse
         if answered is not None:
             return answered
@@ -187,7 +189,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     model_routes = {"/v1/chat/completions": ChatRoute(), "/v1/completions": CompletionsRoute(),
                     "/v1/embeddings": EmbeddingsRoute(), "/v1/moderations": ModerationsRoute(),
                     "/v1/images/generations": ImagesRoute(), "/v1/audio/speech": SpeechRoute(),
-                    "/v1/responses": ResponsesRoute()}
+                    "/v1/responses": ResponsesRoute(), "/v1/messages": MessagesRoute(),
+                    "/v1/messages/count_tokens": CountTokensRoute()}
     app.state.routes_served = lambda: [f"POST {path}" for path in model_routes] + [  # for the 404 of a wrong path
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)

@@ -60,13 +60,14 @@ class StreamSummary:
             self.first_token_at = time.perf_counter()
         model = route.served_model(payload)
         self.model = model if isinstance(model, str) else self.model
-        self.usage = route.usage(payload) or self.usage
+        if usage := route.usage(payload):  # in one event (OpenAI's), or in parts (Anthropic's: input, then output)
+            self.usage = {**(self.usage or {}), **{key: value for key, value in usage.items() if value is not None}}
         if payload.get("error") or payload.get("type") == "error":  # OpenAI's, Anthropic's; the Responses API's
             self.error = payload.get("error") or {"message": payload.get("message"), "code": payload.get("code")}
         self.done = self.done or route.finished(payload)
         for piece in route.stream_texts(payload):
             text = piece.container.get(piece.field)
-            if isinstance(text, str) and text and piece.kind != "whole":
+            if isinstance(text, str) and text and piece.kind in ("content", "arguments"):
                 (self.text if piece.kind == "content" else self.arguments).append(text)
 
     @property
@@ -130,6 +131,7 @@ class RequestContext:
     route: Route | None = None  # the API shape of the request (chat, embeddings ...): how steps read it
     body: dict | None = None  # the request as checked (after the steps changed it): the client's fields only
     model_group: str | None = None  # the model LiteLLM is asked for: the request's, aliases resolved (step 5)
+    upstream_headers: dict[str, str] = field(default_factory=dict)  # the route's API headers passed to LiteLLM
     halves: list[ResponseHalf] = field(default_factory=list)  # the steps' response halves, in request order
     decisions: list[dict] = field(default_factory=list)  # what each step did, or in shadow would have done
     outcome: Outcome = field(default_factory=Outcome)

@@ -10,6 +10,7 @@ the parser builds (1,024 levels) is refused as it is read.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import orjson
 from starlette.requests import Request
@@ -32,6 +33,22 @@ async def read_request(request: Request, route: Route, extra_fields: frozenset[s
         body = parse(raw, route.fields, extra_fields)
     route.check(body)
     return body
+
+
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,256}")  # versions and feature names: printable, bounded
+
+
+def api_headers(headers, names: tuple[str, ...]) -> dict[str, str]:
+    """The route's API headers (anthropic-version ...) for LiteLLM; a malformed one is a 400 naming it."""
+    passed = {}
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            if not _HEADER_VALUE.fullmatch(value):
+                raise GatewayError(400, f"The header '{name}' has a value that is not allowed.", code="invalid_header",
+                                   param=name)
+            passed[name] = value
+    return passed
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -117,7 +117,11 @@ class FakeProvider:
             received_at=time.monotonic(),
         )
         self.log.append(record)
-        if "/responses/" in path:  # a stored response: retrieve, delete, input items
+        if path.endswith("/responses/input_tokens"):  # OpenAI's count of a prompt's tokens
+            record.outcome = "answered"
+            count = self.behaviour_for(record.model).prompt_tokens
+            await _send_json(send, 200, {"object": "response.input_tokens", "input_tokens": count})
+        elif "/responses/" in path:  # a stored response: retrieve, delete, input items
             status, answer = self.responses.lookup(path, method)
             record.outcome = "answered" if status == 200 else "error"
             await _send_json(send, status, answer)

@@ -57,10 +57,11 @@ class Restorer:
         head, chunk = parsed
         before = b""
         for piece in self.route.stream_texts(chunk):
-            if piece.kind == "whole":
+            if piece.kind in ("whole", "end"):  # the text ends here: what is held of it goes out first
                 if piece.key in self.held:
                     before += self._release({piece.key: self.held.pop(piece.key)})
-                piece.container[piece.field] = self.text(piece.container[piece.field])
+                if piece.kind == "whole":
+                    piece.container[piece.field] = self.text(piece.container[piece.field])
                 continue
             text = self._feed(piece.key, piece.container.get(piece.field) or "", piece.final)
             if text or piece.field in piece.container:

@@ -37,8 +37,9 @@ class StreamText:
     key: tuple  # the text it belongs to: a choice's content, a tool call's arguments
     container: dict
     field: str
-    kind: str  # "content" (what the model says), "arguments" (what it passes to a tool), or "whole": the text
-    # again, complete (a Responses `*.done` event): restored as one, not counted again
+    kind: str  # "content" (what the model says), "arguments" (what it passes to a tool); "whole": the text
+    # again, complete (a Responses `*.done` event), restored as one, not counted again; "end": no text, the text
+    # of `key` ends with this event (Anthropic's content_block_stop)
     final: bool  # the text ends with this chunk: nothing of it may be held back
 
 
@@ -58,6 +59,7 @@ class Route(Protocol):
     metadata_field: str  # where the gateway's sealed metadata travels to LiteLLM
     stream_usage_option: bool  # the gateway asks for a stream's usage with `stream_options.include_usage`
     ends_with_done: bool  # its streams end with `data: [DONE]`; else with an event of their own (`finished`)
+    passed_headers: tuple[str, ...]  # request headers of its API that LiteLLM should see (anthropic-version)
 
     def check(self, body: dict) -> None: ...  # what the allow-list cannot say (one of two fields required ...)
 
@@ -91,6 +93,7 @@ class OpenAIShaped:
     metadata_field = "metadata"
     stream_usage_option = True  # a stream reports its usage when `stream_options.include_usage` asks
     ends_with_done = True  # a stream ends with `data: [DONE]`
+    passed_headers: tuple[str, ...] = ()  # request headers of the API passed on to LiteLLM
 
     def check(self, body: dict) -> None:
         pass

@@ -69,14 +69,15 @@ class LiteLLMClient:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def post(self, path: str, body: bytes, request_id: str) -> UpstreamReply:
-        return await self.call("POST", path, body, request_id)
+    async def post(self, path: str, body: bytes, request_id: str, headers: Mapping[str, str] = {}) -> UpstreamReply:
+        return await self.call("POST", path, body, request_id, headers)
 
-    async def call(self, method: str, path: str, body: bytes, request_id: str) -> UpstreamReply:
+    async def call(self, method: str, path: str, body: bytes, request_id: str,
+                   headers: Mapping[str, str] = {}) -> UpstreamReply:
         """One request and its whole answer; an error status is raised as the GatewayError it maps to."""
         started = time.perf_counter()
         try:
-            reply = await self._pool.start(method, path, body, _headers(request_id))
+            reply = await self._pool.start(method, path, body, _headers(request_id, headers))
             content = await self._pool.read(reply)
         except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
@@ -85,11 +86,12 @@ class LiteLLMClient:
             raise upstream_error(reply.status, content, reply.headers)
         return UpstreamReply(reply.status, content, reply.headers, waited)
 
-    async def open_stream(self, path: str, body: bytes, request_id: str) -> UpstreamStream:
+    async def open_stream(self, path: str, body: bytes, request_id: str,
+                          headers: Mapping[str, str] = {}) -> UpstreamStream:
         """Send a streaming request; return the open stream once LiteLLM has answered with 200."""
         started = time.perf_counter()
         try:
-            reply = await self._pool.start("POST", path, body, _headers(request_id))
+            reply = await self._pool.start("POST", path, body, _headers(request_id, headers))
         except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         if reply.status >= 400:
@@ -121,8 +123,8 @@ async def _raw_chunks(pool: Http1Pool, reply) -> AsyncIterator[bytes]:
         await chunks.aclose()
 
 
-def _headers(request_id: str) -> dict[str, str]:
-    return with_trace_context({"x-request-id": request_id})  # LiteLLM continues the request's trace
+def _headers(request_id: str, extra: Mapping[str, str] = {}) -> dict[str, str]:
+    return with_trace_context({"x-request-id": request_id, **extra})  # LiteLLM continues the request's trace
 
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:

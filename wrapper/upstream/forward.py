@@ -70,7 +70,8 @@ class Upstream:
         if ctx.body.get("stream"):
             return await self._stream(ctx, body)
         with step("litellm"):
-            reply = await _unless_client_leaves(self.litellm.post(ctx.route.path, body, ctx.request_id), client_gone)
+            reply = await _unless_client_leaves(
+                self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
         _note_reply(ctx, reply.body, reply.headers)
         answer = reply.body
         if reply.status == 200 and ctx.halves:
@@ -84,14 +85,14 @@ class Upstream:
         """An answer that is not JSON (audio): its bytes flow through as LiteLLM sends them, its content type kept.
 
         No response half reads it (there is no text in it); closing early drops the connection to LiteLLM."""
-        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id)
+        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
         ctx.outcome.note_headers(stream.headers)
         headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
         return StreamingResponse(stream.chunks, headers=headers,
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
     async def _stream(self, ctx: RequestContext, body: bytes) -> Response:
-        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id)
+        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
         ctx.outcome.note_headers(stream.headers)
         ctx.outcome.stream = StreamSummary(ctx.route, started_at=ctx.started_at)
         headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
@@ -104,6 +105,10 @@ class Upstream:
         try:
             async for event in split_events(stream.chunks):
                 summary.observe(event)  # before it is sent: the response path reads the summary at the end
+                if summary.done and summary.usage is not None and "cost" not in summary.usage:
+                    # usage without LiteLLM's cost (Anthropic's events): priced before the end event goes out
+                    summary.usage["cost"] = None
+                    await self.usage_counter.price(summary.usage, stream.headers.get("x-litellm-model-id"))
                 if not asked_for_usage and _is_usage_only(event):
                     continue  # the gateway asked for it, for the record; the client did not
                 if event.startswith(_DONE):

@@ -52,6 +52,21 @@ class StreamUsageCounter:
             usage["cost"] = tokens_in * prices[0] + tokens_out * prices[1]
         return usage
 
+    async def price(self, usage: dict, deployment_id: str | None) -> None:
+        """Add the cost to a stream's usage that came without one (Anthropic's events carry tokens only), at the
+        deployment's prices; left out when they are unknown or the tokens are."""
+        tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):
+            return
+        try:
+            async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
+                prices = await self._prices_of(deployment_id)
+        except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("could not price a stream's usage (%s)", type(exc).__name__)
+            return
+        if prices is not None:
+            usage["cost"] = tokens_in * prices[0] + tokens_out * prices[1]
+
     async def _tokens(self, body: dict, request_id: str) -> int:
         reply = await self._litellm.post("/utils/token_counter", orjson.dumps(body), request_id)
         total = orjson.loads(reply.body)["total_tokens"]
