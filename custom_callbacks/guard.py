@@ -91,7 +91,8 @@ def _added_for(call_type: str, data: dict) -> frozenset[str]:
     Messages: `provider_specific_header`, the Anthropic API headers the wrapper passed on, and only those.
     Image generation: the prompt as one user message, for guardrails (LiteLLM takes the prompt back from it after
     the hooks, so any other message would change the prompt: it stays refused). Speech: `user`, set to the
-    authenticated caller's id, which for the gateway's master key is LiteLLM's admin name.
+    authenticated caller's id, which for the gateway's master key is LiteLLM's admin name. Transcriptions: the
+    uploaded file (LiteLLM takes it out of the multipart body apart from the fields) and `user`, as for speech.
     """
     if call_type == "image_generation" and data.get("messages") == [{"role": "user", "content": data.get("prompt")}]:
         return frozenset({"messages"})
@@ -101,8 +102,11 @@ def _added_for(call_type: str, data: dict) -> frozenset[str]:
         return frozenset({"provider_specific_header"}) | _added_for(call_type, {**data, "provider_specific_header": 0})
     if call_type in LOOKUP_CALLS:
         return frozenset({"response_id"})  # from the path
-    if call_type == "aspeech" and data.get("user") == LITELLM_PROXY_ADMIN_NAME:
-        return frozenset({"user"})  # speech: the caller's user id (the master key's) when the body names none
+    if call_type in ("aspeech", "transcription") and data.get("user") == LITELLM_PROXY_ADMIN_NAME:
+        # the caller's user id (the master key's) when the body names none; a transcription's file, from its part
+        return frozenset({"user", "file"} if call_type == "transcription" else {"user"})
+    if call_type == "transcription":
+        return frozenset({"file"})
     return frozenset()
 
 

@@ -46,7 +46,8 @@ from wrapper.routes.completions import CompletionsRoute
 from wrapper.routes.embeddings import EmbeddingsRoute
 from wrapper.routes.messages import CountTokensRoute, MessagesRoute
 from wrapper.routes.responses import ResponsesRoute
-from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, SpeechRoute
+from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, RerankRoute, SpeechRoute
+from wrapper.routes.transcriptions import TranscriptionsRoute
 from wrapper.routing.catalog import ModelCatalog
 from wrapper.routing.step import ModelRoute
 from wrapper.settings import Settings, get_settings
@@ -108,7 +109,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         with step("authenticate"):
             ctx = await admit_caller(request, Role.app)  # 1. authenticate
         ctx.route = route
-        ctx.body = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes)
+        ctx.body, ctx.upload = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes)
         ctx.upstream_headers = api_headers(request.headers, route.passed_headers)
         answered = await pipeline.run(ctx)  # 2-6. the steps' request halves, in order; one may answer or refuse
         if answered is not None:
@@ -190,7 +191,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
                     "/v1/embeddings": EmbeddingsRoute(), "/v1/moderations": ModerationsRoute(),
                     "/v1/images/generations": ImagesRoute(), "/v1/audio/speech": SpeechRoute(),
                     "/v1/responses": ResponsesRoute(), "/v1/messages": MessagesRoute(),
-                    "/v1/messages/count_tokens": CountTokensRoute()}
+                    "/v1/messages/count_tokens": CountTokensRoute(), "/v1/rerank": RerankRoute(),
+                    "/v1/audio/transcriptions": TranscriptionsRoute()}
     app.state.routes_served = lambda: [f"POST {path}" for path in model_routes] + [  # for the 404 of a wrong path
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)

@@ -20,6 +20,7 @@ from wrapper.upstream.sse import event_data
 
 if TYPE_CHECKING:
     from wrapper.routes import Route
+    from wrapper.upload import Upload
 
 
 class ResponseHalf(Protocol):
@@ -131,6 +132,7 @@ class RequestContext:
     route: Route | None = None  # the API shape of the request (chat, embeddings ...): how steps read it
     body: dict | None = None  # the request as checked (after the steps changed it): the client's fields only
     model_group: str | None = None  # the model LiteLLM is asked for: the request's, aliases resolved (step 5)
+    upload: Upload | None = None  # the file of a multipart upload (transcriptions), beside the body
     upstream_headers: dict[str, str] = field(default_factory=dict)  # the route's API headers passed to LiteLLM
     halves: list[ResponseHalf] = field(default_factory=list)  # the steps' response halves, in request order
     decisions: list[dict] = field(default_factory=list)  # what each step did, or in shadow would have done

@@ -18,21 +18,28 @@ from starlette.requests import Request
 from wrapper.errors import GatewayError, bad_request
 from wrapper.routes import Route
 from wrapper.routes.shapes import MAX_DEPTH, Object
+from wrapper.upload import Upload, read_form
 
 # Bodies larger than this are parsed and checked in a worker thread, so one large request does not hold every other
 # one on the event loop for the time it takes.
 INLINE_PARSE_BYTES = 256 * 1024
 
 
-async def read_request(request: Request, route: Route, extra_fields: frozenset[str], limit: int) -> dict:
-    """The body of a model call, checked: the route's fields, and the tenant's own extra ones."""
+async def read_request(request: Request, route: Route, extra_fields: frozenset[str],
+                       limit: int) -> tuple[dict, Upload | None]:
+    """The body of a model call, checked: the route's fields, and the tenant's own extra ones; and the file of a
+    multipart upload."""
     raw = await read_body(request, limit)
+    if route.multipart:
+        body, upload = await read_form(request.headers, raw, route.fields, extra_fields)
+        route.check(body)
+        return body, upload
     if len(raw) > INLINE_PARSE_BYTES:
         body = await asyncio.to_thread(parse, raw, route.fields, extra_fields)
     else:
         body = parse(raw, route.fields, extra_fields)
     route.check(body)
-    return body
+    return body, None
 
 
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,256}")  # versions and feature names: printable, bounded

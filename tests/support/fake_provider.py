@@ -344,6 +344,8 @@ class FakeProvider:
             return
         text = (form.get("file") or b"").decode("utf-8", "replace") if behaviour.echo else behaviour.reply
         answer = {"text": text, "usage": {"type": "tokens", "input_tokens": behaviour.prompt_tokens,
+                                          "input_token_details": {"audio_tokens": behaviour.prompt_tokens,
+                                                                  "text_tokens": 0},
                                           "output_tokens": behaviour.completion_tokens,
                                           "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}}
         await _send_json(send, 200, answer, _headers(behaviour))

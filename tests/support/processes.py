@@ -62,7 +62,9 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
     """A LiteLLM config whose models are answered by the fake provider, guarded like production."""
     lines = ["model_list:"]
     for name, extra in models.items():
-        params = {"model": f"openai/{name}", "api_base": f"{fake_url}/v1", "api_key": "fake-provider-key", **extra}
+        provider = extra.get("provider", "openai")  # cohere for rerank: LiteLLM adds /v1/rerank to its base itself
+        params = {"model": f"{provider}/{name}", "api_base": f"{fake_url}/v1" if provider == "openai" else fake_url,
+                  "api_key": "fake-provider-key", **{k: v for k, v in extra.items() if k != "provider"}}
         lines.append(f"  - model_name: {name}")
         lines.append(f"    litellm_params: {_flow(params)}")
     lines += [

@@ -34,13 +34,15 @@ FAKE_MODELS = {
     "fake-echo-chars": {"echo": True, "chunk_chars": 1},  # streams its echo one character per event
     "falls-back": {"status": 500},  # LiteLLM falls back to fake-chat (FALLBACKS)
     "fake-echo-fixed": {"echo": True, "fixed": True},  # equal requests get byte-equal answers
+    "fake-rerank": {},  # a Cohere rerank deployment
+    "fake-whisper": {"echo": True},  # transcribes the "audio" (UTF-8 text) it is sent
 }
 FALLBACKS = {"falls-back": ["fake-chat"]}
 # Tenants of the test stack: acme may use every model but globex's private one.
 TENANT_MODELS = {
     "acme": [m for m in FAKE_MODELS if m != "globex-private"],
     "globex": ["fake-chat", "globex-private"],
-    "initech": ["fake-echo", "fake-echo-chars", "fake-embed", "fake-chat"],
+    "initech": ["fake-echo", "fake-echo-chars", "fake-embed", "fake-chat", "fake-rerank", "fake-whisper"],
     "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
     "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
@@ -58,7 +60,10 @@ INITECH_PII = {
 # models have prices, so that costs can be checked against the fake provider's usage.
 PRICES = {"input": 0.0001, "output": 0.0002}  # per token, for the models priced below
 _PRICED = {"input_cost_per_token": PRICES["input"], "output_cost_per_token": PRICES["output"]}
-LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED}
+PRICE_PER_QUERY = 0.002  # rerank: per search unit (the fake bills one per call)
+LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED,
+                 "fake-rerank": {"provider": "cohere", "input_cost_per_query": PRICE_PER_QUERY},
+                 "fake-whisper": _PRICED}
 TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
 COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
 

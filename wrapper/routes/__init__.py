@@ -60,6 +60,7 @@ class Route(Protocol):
     stream_usage_option: bool  # the gateway asks for a stream's usage with `stream_options.include_usage`
     ends_with_done: bool  # its streams end with `data: [DONE]`; else with an event of their own (`finished`)
     passed_headers: tuple[str, ...]  # request headers of its API that LiteLLM should see (anthropic-version)
+    multipart: bool  # its request is a multipart upload: a file beside the fields
 
     def check(self, body: dict) -> None: ...  # what the allow-list cannot say (one of two fields required ...)
 
@@ -94,6 +95,7 @@ class OpenAIShaped:
     stream_usage_option = True  # a stream reports its usage when `stream_options.include_usage` asks
     ends_with_done = True  # a stream ends with `data: [DONE]`
     passed_headers: tuple[str, ...] = ()  # request headers of the API passed on to LiteLLM
+    multipart = False  # the request is a multipart upload (wrapper.upload), not JSON
 
     def check(self, body: dict) -> None:
         pass

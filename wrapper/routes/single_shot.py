@@ -1,4 +1,4 @@
-"""Moderations, image generation and speech: one JSON request, one answer, no text a step rewrites in the answer
+"""Moderations, image generation, speech and rerank: one JSON request, one answer, no text a step rewrites in the answer
 (speech answers in audio, passed through as it arrives).
 
 The allow-lists are the OpenAI API reference's. The texts a step reads are the input (moderations) and the
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from wrapper.routes import Slot, Unreadable, Unstreamed
 from wrapper.routes.chat import MODEL, NAME, TEXT, texts_at
-from wrapper.routes.shapes import AnyOf, Array, Integer, Number, Object, String, Tagged
+from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Number, Object, String, Tagged
 
 MODERATION_PARTS = Tagged("type", {
     "text": Object({"text": TEXT}, required=("text",)),
@@ -111,3 +111,48 @@ class SpeechRoute(Unstreamed):
 
     def prompt(self, body: dict) -> dict:
         return {"prompt": body["input"]}
+
+
+RERANK = Object({
+    "model": MODEL,
+    "query": String(min_length=1),
+    "documents": Array(AnyOf(TEXT, Object({"text": TEXT}, required=("text",)), expected="a string or {\"text\": ...}"),
+                       min_items=1, max_items=10_000),
+    "top_n": Integer(1, 10_000),
+    "return_documents": Boolean(),
+    "rank_fields": Array(NAME, max_items=64),
+    "max_chunks_per_doc": Integer(1, 10_000),
+    "max_tokens_per_doc": Integer(1, 2**31 - 1),
+}, required=("model", "query", "documents"))
+
+
+class RerankRoute(Unstreamed):
+    """Rerank (Cohere's API, as LiteLLM serves it for Cohere, Jina, Voyage ... deployments): the query and the
+    documents are texts a step reads; the answer repeats the documents when asked to (restored there too)."""
+
+    name = "rerank"
+    path = "/v1/rerank"
+    fields = RERANK
+
+    def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
+        yield from texts_at(body, ("query",))
+        for index, document in enumerate(body["documents"]):
+            if isinstance(document, str):
+                if document:
+                    yield body["documents"], index
+            else:
+                yield from texts_at(document, ("text",))
+
+    def answer_texts(self, answer: dict) -> Iterator[Slot]:
+        for result in answer.get("results") or ():
+            if isinstance(result, dict) and isinstance(result.get("document"), dict):
+                yield from texts_at(result["document"], ("text",))
+
+    def usage(self, answer: dict) -> dict | None:
+        tokens = ((answer.get("meta") or {}).get("tokens") or {}) if isinstance(answer.get("meta"), dict) else {}
+        if not isinstance(tokens, dict) or not tokens:
+            return None
+        return {"prompt_tokens": tokens.get("input_tokens"), "completion_tokens": tokens.get("output_tokens")}
+
+    def prompt(self, body: dict) -> dict:
+        return {"prompt": "\n".join(container[key] for container, key in self.user_texts(body, frozenset()))}

@@ -58,7 +58,7 @@ class LiteLLMClient:
 
     def __init__(self, base_url: str, master_key: str | None, timeout_seconds: float) -> None:
         address = urlsplit(base_url)
-        headers = {"content-type": "application/json"}
+        headers = {}
         if master_key:
             headers["authorization"] = f"Bearer {master_key}"
         self._pool = Http1Pool(address.hostname, address.port or 80, headers, CONNECT_TIMEOUT_SECONDS, timeout_seconds)
@@ -124,7 +124,8 @@ async def _raw_chunks(pool: Http1Pool, reply) -> AsyncIterator[bytes]:
 
 
 def _headers(request_id: str, extra: Mapping[str, str] = {}) -> dict[str, str]:
-    return with_trace_context({"x-request-id": request_id, **extra})  # LiteLLM continues the request's trace
+    # JSON, unless the route says otherwise (a multipart upload); LiteLLM continues the request's trace
+    return with_trace_context({"content-type": "application/json", "x-request-id": request_id, **extra})
 
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -151,10 +152,15 @@ def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> G
     return GatewayError(502, message, code="upstream_error", headers=extra)
 
 
+MAX_MESSAGE_CHARS = 2000
+
+
 def _upstream_message(content: bytes) -> tuple[str, str | None]:
+    """LiteLLM's message, less any traceback it quotes (seen in 1.108.5 when a provider's answer did not parse)."""
     error = error_in(content)
     if error is not None and isinstance(error.get("message"), str):
-        return error["message"], error.get("type")
+        message = error["message"].split("Traceback (most recent call last)", 1)[0].rstrip()
+        return (message[:MAX_MESSAGE_CHARS] or "The model provider returned an error."), error.get("type")
     return "The model provider returned an error.", None
 
 

@@ -23,6 +23,7 @@ from wrapper.observability.tracing import step
 from wrapper.upstream.client import LiteLLMClient, UpstreamStream, passed_headers
 from wrapper.upstream.sse import EventStreamResponse, split_events
 from wrapper.upstream.stream_usage import StreamUsageCounter
+from wrapper.upload import multipart_body
 
 _DONE = b"data: [DONE]"
 WARM_UP_SECONDS = 30
@@ -165,6 +166,9 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
     if body.get("metadata") and own_metadata:
         metadata[CLIENT_METADATA_KEY] = body["metadata"]
     upstream[route.metadata_field] = metadata
+    if ctx.upload is not None:
+        body, ctx.upstream_headers["content-type"] = multipart_body(upstream, ctx.upload)
+        return body
     return orjson.dumps(upstream)
 
 
