@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.audit_db import the_record
 from tests.support.fake_provider import DEFAULT_REPLY
-from tests.support.stack import COST_EACH, TOKENS_IN, TOKENS_OUT
+from tests.support.stack import COST_EACH, PRICE_PER_CHARACTER, PRICE_PER_IMAGE, TOKENS_IN, TOKENS_OUT
 
 
 def test_a_completion_whole_and_streamed_is_the_providers_answer_with_its_tokens_and_price(stack, openai_client):
@@ -106,11 +106,12 @@ def test_moderations_and_images_answer_as_the_provider_did_and_are_recorded(stac
     assert (record["path"], record["status"], record["model"]) == ("/v1/moderations", 200, "fake-chat")
 
     request_id = uuid.uuid4().hex
-    images = openai_client.images.generate(model="fake-chat", prompt="a quick brown fox", n=2,
+    images = openai_client.images.generate(model="fake-image", prompt="a quick brown fox", n=2,
                                            extra_headers={"x-request-id": request_id})
     assert len(images.data) == 2 and all(image.url.startswith("https://images.fake.test/") for image in images.data)
     record = the_record(stack.database_url, request_id)
     assert (record["path"], record["status"]) == ("/v1/images/generations", 200)
+    assert record["cost"] == pytest.approx(2 * PRICE_PER_IMAGE)  # priced per image
 
 
 def test_pii_in_moderation_inputs_and_image_prompts_never_reaches_the_provider(stack, fake_provider):
@@ -141,12 +142,13 @@ def test_speech_flows_through_as_audio_with_its_content_type_and_is_recorded(sta
     from tests.support.fake_provider import SPEECH_HEADER
 
     request_id = uuid.uuid4().hex
-    audio = openai_client.audio.speech.create(model="fake-chat", voice="alloy", input="hello there",
+    audio = openai_client.audio.speech.create(model="fake-tts", voice="alloy", input="hello there",
                                               extra_headers={"x-request-id": request_id})
     assert audio.content == SPEECH_HEADER + b"hello there"
     assert audio.response.headers["content-type"].startswith("audio/")
     record = the_record(stack.database_url, request_id, wait_seconds=5)
     assert (record["path"], record["status"], record["outcome"]) == ("/v1/audio/speech", 200, "ok")
+    assert record["cost"] == pytest.approx(len("hello there") * PRICE_PER_CHARACTER)  # priced per character
 
 
 def test_pii_is_redacted_before_it_is_spoken(stack, fake_provider):

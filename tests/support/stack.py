@@ -36,6 +36,8 @@ FAKE_MODELS = {
     "fake-echo-fixed": {"echo": True, "fixed": True},  # equal requests get byte-equal answers
     "fake-rerank": {},  # a Cohere rerank deployment
     "fake-whisper": {"echo": True},  # transcribes the "audio" (UTF-8 text) it is sent
+    "fake-image": {},
+    "fake-tts": {},
 }
 FALLBACKS = {"falls-back": ["fake-chat"]}
 # Tenants of the test stack: acme may use every model but globex's private one.
@@ -61,9 +63,12 @@ INITECH_PII = {
 PRICES = {"input": 0.0001, "output": 0.0002}  # per token, for the models priced below
 _PRICED = {"input_cost_per_token": PRICES["input"], "output_cost_per_token": PRICES["output"]}
 PRICE_PER_QUERY = 0.002  # rerank: per search unit (the fake bills one per call)
+PRICE_PER_IMAGE = 0.04
+PRICE_PER_CHARACTER = 0.00001  # speech
 LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED,
                  "fake-rerank": {"provider": "cohere", "input_cost_per_query": PRICE_PER_QUERY},
-                 "fake-whisper": _PRICED}
+                 "fake-whisper": _PRICED, "fake-image": {"output_cost_per_image": PRICE_PER_IMAGE},
+                 "fake-tts": {"input_cost_per_character": PRICE_PER_CHARACTER}}
 TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
 COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
 

@@ -88,6 +88,9 @@ class Upstream:
         No response half reads it (there is no text in it); closing early drops the connection to LiteLLM."""
         stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
         ctx.outcome.note_headers(stream.headers)
+        if ctx.outcome.cost is None:  # speech: priced per character of what is said
+            ctx.outcome.cost = await self.usage_counter.speech_cost(ctx.route.prompt(ctx.body)["prompt"],
+                                                                    stream.headers.get("x-litellm-model-id"))
         headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
         return StreamingResponse(stream.chunks, headers=headers,
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))

@@ -29,6 +29,7 @@ class StreamUsageCounter:
     def __init__(self, litellm: LiteLLMClient) -> None:
         self._litellm = litellm
         self._prices: dict[str, tuple[float, float]] = {}  # deployment id -> (input, output) per token
+        self._per_character: dict[str, float] = {}  # deployment id -> per input character (speech)
         self._prices_read_at = float("-inf")
 
     async def count(self, prompt: dict, produced: str, model_group: str, deployment_id: str | None,
@@ -67,6 +68,17 @@ class StreamUsageCounter:
         if prices is not None:
             usage["cost"] = tokens_in * prices[0] + tokens_out * prices[1]
 
+    async def speech_cost(self, text: str, deployment_id: str | None) -> float | None:
+        """What saying `text` costs at the deployment's price per character (LiteLLM gives no cost for speech)."""
+        try:
+            async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
+                await self._prices_of(deployment_id)
+        except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("could not price speech (%s)", type(exc).__name__)
+            return None
+        price = self._per_character.get(deployment_id or "")
+        return len(text) * price if price is not None else None
+
     async def _tokens(self, body: dict, request_id: str) -> int:
         reply = await self._litellm.post("/utils/token_counter", orjson.dumps(body), request_id)
         total = orjson.loads(reply.body)["total_tokens"]
@@ -81,7 +93,8 @@ class StreamUsageCounter:
             self._prices_read_at = time.monotonic()
             status, content = await self._litellm.get("/model/info")
             if status == 200:
-                self._prices = _prices_by_deployment(orjson.loads(content))
+                info = orjson.loads(content)
+                self._prices, self._per_character = _prices_by_deployment(info), _per_character(info)
         return self._prices.get(deployment_id)
 
 
@@ -92,6 +105,16 @@ def _prices_by_deployment(model_info: dict) -> dict[str, tuple[float, float]]:
         price_in, price_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
         if info.get("id") and isinstance(price_in, int | float) and isinstance(price_out, int | float):
             prices[info["id"]] = (float(price_in), float(price_out))
+    return prices
+
+
+def _per_character(model_info: dict) -> dict[str, float]:
+    prices = {}
+    for deployment in model_info.get("data") or ():
+        info = deployment.get("model_info") or {}
+        price = info.get("input_cost_per_character")
+        if info.get("id") and isinstance(price, int | float) and not isinstance(price, bool):
+            prices[info["id"]] = float(price)
     return prices
 
 
