@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.audit_db import query
 from tests.support.http import chat, get
-from tests.support.stack import COST_EACH
+from tests.support.stack import COST_EACH, PRICE_PER_CHARACTER, PRICE_PER_IMAGE, PRICE_PER_QUERY
 
 
 def costs(stack, key: str, **params) -> httpx.Response:
@@ -75,3 +75,34 @@ def test_who_may_not_read_costs_and_bad_questions_are_refused(stack, key, params
     assert response.status_code == status, response.text
     if code:
         assert response.json()["error"]["code"] == code
+
+
+def test_every_routes_spend_is_in_the_cost_api(stack, openai_client):
+    """One priced call on each route that costs money, streamed ones included: /v1/costs sums them by model."""
+    from anthropic import Anthropic
+
+    since = datetime.now(UTC)
+    time.sleep(0.01)
+    openai_client.completions.create(model="fake-chat", prompt="hi")
+    list(openai_client.completions.create(model="paced", prompt="hi", stream=True))
+    openai_client.responses.create(model="fake-chat", input="hi")
+    with openai_client.responses.stream(model="paced", input="hi") as stream:
+        list(stream)
+    with Anthropic(base_url=stack.url, api_key=stack.keys["acme-app"], max_retries=0, timeout=30) as anthropic:
+        anthropic.messages.create(model="fake-chat", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        with anthropic.messages.stream(model="paced", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as s:
+            list(s)
+    openai_client.images.generate(model="fake-image", prompt="a fox")
+    openai_client.audio.speech.create(model="fake-tts", voice="alloy", input="hello")
+    openai_client.audio.transcriptions.create(model="fake-whisper", file=("a.wav", b"hello", "audio/wav"))
+    httpx.post(f"{stack.url}/v1/rerank", headers=stack.auth, timeout=30,
+               json={"model": "fake-rerank", "query": "q", "documents": ["a"]}).raise_for_status()
+    time.sleep(0.5)  # the last streams' records
+    window = {"since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(milliseconds=1)).isoformat()}
+    rows = {r["model"]: r for r in costs(stack, "acme-finance", group_by="model", **window).json()["data"]}
+    assert rows["fake-chat"]["requests"] == 3 and rows["fake-chat"]["cost"] == pytest.approx(3 * COST_EACH)
+    assert rows["paced"]["requests"] == 3 and rows["paced"]["cost"] == pytest.approx(3 * COST_EACH)
+    assert rows["fake-whisper"]["cost"] == pytest.approx(COST_EACH)
+    assert rows["fake-image"]["cost"] == pytest.approx(PRICE_PER_IMAGE)
+    assert rows["fake-tts"]["cost"] == pytest.approx(len("hello") * PRICE_PER_CHARACTER)
+    assert rows["fake-rerank"]["cost"] == pytest.approx(PRICE_PER_QUERY)

@@ -74,6 +74,13 @@ class Upstream:
             reply = await _unless_client_leaves(
                 self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
         _note_reply(ctx, reply.body, reply.headers)
+        outcome = ctx.outcome
+        if outcome.cost is None and outcome.tokens_in is not None:
+            # LiteLLM 1.108.5 leaves the cost header out of some Responses and Messages answers (a race with its
+            # own cost callback, seen in the stack tests, not on every call): priced here from the same prices
+            usage = {"prompt_tokens": outcome.tokens_in, "completion_tokens": outcome.tokens_out or 0}
+            await self.usage_counter.price(usage, reply.headers.get("x-litellm-model-id"))
+            outcome.cost = usage.get("cost")
         answer = reply.body
         if reply.status == 200 and ctx.halves:
             ctx.outcome.provider_answer = reply.body  # what the audit may keep: the answer as the provider gave it
