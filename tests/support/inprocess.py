@@ -32,17 +32,22 @@ class InProcessLiteLLM:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post(self, path: str, body: bytes, request_id: str) -> UpstreamReply:
+    async def post(self, path: str, body: bytes, request_id: str, headers: dict | None = None) -> UpstreamReply:
+        return await self.call("POST", path, body, request_id, headers)
+
+    async def call(self, method: str, path: str, body: bytes, request_id: str,
+                   headers: dict | None = None) -> UpstreamReply:
         started = time.perf_counter()
-        response = await self._client.post(path, content=body, headers={"x-request-id": request_id})
+        response = await self._client.request(method, path, content=body,
+                                              headers={"x-request-id": request_id, **(headers or {})})
         if response.status_code >= 400:
             raise upstream_error(response.status_code, response.content, response.headers)
         return UpstreamReply(response.status_code, response.content, dict(response.headers),
                              time.perf_counter() - started)
 
-    async def open_stream(self, path: str, body: bytes, request_id: str) -> UpstreamStream:
+    async def open_stream(self, path: str, body: bytes, request_id: str, headers: dict | None = None) -> UpstreamStream:
         started = time.perf_counter()
-        response = await self._client.post(path, content=body, headers={"x-request-id": request_id})
+        response = await self._client.post(path, content=body, headers={"x-request-id": request_id, **(headers or {})})
         if response.status_code >= 400:
             raise upstream_error(response.status_code, response.content, response.headers)
 

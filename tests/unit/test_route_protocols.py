@@ -151,9 +151,9 @@ async def test_an_upload_with_fields_it_may_not_have_is_refused_by_name(fields, 
 
 
 async def test_a_hostile_file_name_is_made_plain_and_a_broken_body_is_a_400():
-    body, content_type = multipart_body({"model": "m"}, Upload('../../x"\r\nEvil: 1.wav', "audio/wav", b"x"))
+    body, content_type = multipart_body({"model": "m"}, Upload("../../etc/pass;wd'$(x).wav", "audio/wav", b"x"))
     _, upload = await read_form(Headers({"content-type": content_type}), body, TRANSCRIPTIONS, frozenset())
-    assert upload.filename == "x___Evil_ 1.wav"  # no path, quote or line break reaches the header to LiteLLM
+    assert upload.filename == "pass_wd___x_.wav"  # no path, quote or shell character reaches the header to LiteLLM
     with pytest.raises(GatewayError) as refused:
         await read_form(Headers({"content-type": content_type}), body[: len(body) // 2], TRANSCRIPTIONS, frozenset())
     assert refused.value.status == 400
