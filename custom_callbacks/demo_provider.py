@@ -3,13 +3,15 @@
 Named in litellm_config.yaml's `custom_provider_map` (provider `gateway-demo`). Not a model: a stand-in so
 that `make run` shows what the gateway does with no provider key. It answers chat with a short text that
 says what it was asked; with `tools`, a call of the first tool; with a JSON `response_format`, a JSON
-object; streams in a few chunks; embeds each input as its own deterministic unit vector. Usage is counted
+object; streams in a few chunks; embeds each input as its own deterministic unit vector; draws a small
+SVG for an image. Usage is counted
 with LiteLLM's own tokenizer, so the cost LiteLLM reports is usage times the demo prices of
 litellm_config.yaml (made up, documented as such).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import litellm
 from litellm.llms.custom_llm import CustomLLM
-from litellm.types.utils import EmbeddingResponse, GenericStreamingChunk, ModelResponse, Usage
+from litellm.types.utils import EmbeddingResponse, GenericStreamingChunk, ImageObject, ImageResponse, ModelResponse, Usage
 
 DIMENSIONS = 8
 
@@ -121,6 +123,21 @@ class DemoProvider(CustomLLM):
 
     async def aembedding(self, *args, **kwargs) -> EmbeddingResponse:
         return self.embedding(*args, **kwargs)
+
+    def image_generation(self, model, prompt, api_key, api_base, model_response: ImageResponse, optional_params,
+                         logging_obj, *args, **kwargs) -> ImageResponse:
+        """A tiny SVG, as a data URL, with the prompt as the model "revised" it (LiteLLM drops `n` for a custom
+        provider: one image per call)."""
+        count = int(optional_params.get("n") or 1)
+        svg = ('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" '
+               f'fill="#{hashlib.sha256(prompt.encode()).hexdigest()[:6]}"/></svg>')
+        url = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+        model_response.data = [ImageObject(url=url, revised_prompt=f"A demo picture of: {prompt}") for _ in range(count)]
+        return model_response
+
+    async def aimage_generation(self, model, prompt, model_response, api_key, api_base, optional_params, logging_obj,
+                                *args, **kwargs) -> ImageResponse:
+        return self.image_generation(model, prompt, api_key, api_base, model_response, optional_params, logging_obj)
 
 
 handler = DemoProvider()

@@ -125,9 +125,11 @@ def test_litellm_is_warmed_up_before_ready_and_no_provider_sees_it(tmp_path, fak
 
 
 DEMO_PRICES = {"demo": (0.000001, 0.000002), "demo-embedding": (0.0000001, 0.0)}  # litellm_config.yaml, made up
+DEMO_IMAGE_PRICE = 0.01
 
 
 def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_times_its_prices(tmp_path):
+    from anthropic import Anthropic
     from openai import OpenAI
 
     process, port, _ = start_pair(tmp_path, GATEWAY_ACCESS_LOG="true")
@@ -162,9 +164,24 @@ def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_
         assert [item.index for item in vectors.data] == [0, 1, 2] and vectors.data[0].embedding != vectors.data[1].embedding
         expected += priced("demo-embedding", vectors.usage)
 
+        # The routes beyond chat that the demo serves: Responses, Anthropic Messages, legacy completions, images.
+        response = client.responses.create(model="demo", input="What is the capital of France?")
+        assert "capital of France" in response.output_text
+        expected += response.usage.input_tokens * DEMO_PRICES["demo"][0] + response.usage.output_tokens * DEMO_PRICES["demo"][1]
+        with Anthropic(base_url=f"http://127.0.0.1:{port}", api_key=(tmp_path / "key").read_text(), max_retries=0) as claude:
+            message = claude.messages.create(model="demo", max_tokens=50, messages=ask)
+        assert "capital of France" in message.content[0].text
+        expected += message.usage.input_tokens * DEMO_PRICES["demo"][0] + message.usage.output_tokens * DEMO_PRICES["demo"][1]
+        completion = client.completions.create(model="demo", prompt="What is the capital of France?")
+        assert "capital of France" in completion.choices[0].text
+        expected += priced("demo", completion.usage)
+        images = client.images.generate(model="demo-image", prompt="a fox")
+        assert len(images.data) == 1 and images.data[0].url.startswith("data:image/svg+xml;base64,")
+        expected += DEMO_IMAGE_PRICE
+
         costs = httpx.get(f"http://127.0.0.1:{port}/v1/costs", headers={"authorization": f"Bearer {finance}"}, timeout=10)
         total = costs.json()["total"]
-        assert total["requests"] == 5 and total["cost"] > 0
+        assert total["requests"] == 9 and total["cost"] > 0
         assert abs(total["cost"] - expected) < 1e-9, (total, expected)
         # The wrapper's access log (on here): a JSON line per request, never its content.
         time.sleep(0.5)
