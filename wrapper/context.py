@@ -63,8 +63,7 @@ class StreamSummary:
         self.model = model if isinstance(model, str) else self.model
         if usage := route.usage(payload):  # in one event (OpenAI's), or in parts (Anthropic's: input, then output)
             self.usage = {**(self.usage or {}), **{key: value for key, value in usage.items() if value is not None}}
-        if payload.get("error") or payload.get("type") == "error":  # OpenAI's, Anthropic's; the Responses API's
-            self.error = payload.get("error") or {"message": payload.get("message"), "code": payload.get("code")}
+        self.error = route.stream_error(payload) or self.error
         self.done = self.done or route.finished(payload)
         for piece in route.stream_texts(payload):
             text = piece.container.get(piece.field)

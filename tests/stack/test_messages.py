@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import orjson
 import pytest
 
 from tests.support.audit_db import the_record
@@ -110,3 +111,17 @@ def test_another_tenants_model_is_refused_on_messages(stack, fake_provider):
     body = {"model": "globex-private", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     reply = httpx.post(f"{stack.url}/v1/messages", json=body, headers=stack.auth, timeout=30)
     assert reply.status_code == 403 and reply.json()["error"]["code"] == "model_not_allowed"
+
+
+def test_a_broken_messages_stream_ends_with_anthropics_error_event_and_is_recorded_as_failed(stack):
+    request_id = uuid.uuid4().hex
+    with httpx.stream("POST", f"{stack.url}/v1/messages", headers={**stack.auth, "x-request-id": request_id},
+                      json={"model": "drops", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}, timeout=30) as reply:
+        lines = list(reply.iter_lines())
+    assert reply.status_code == 200
+    data = [orjson.loads(line[5:]) for line in lines if line.startswith("data:")]
+    assert data[-1]["type"] == "error" and data[-1]["error"]["message"], lines[-3:]
+    assert "event: error" in lines and not any(d["type"] == "message_stop" for d in data)
+    record = the_record(stack.database_url, request_id, wait_seconds=5)
+    assert record["status"] == 502 and record["stream"] is True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import orjson
 import pytest
 
 from tests.support.audit_db import the_record
@@ -164,3 +165,19 @@ def test_langchain_with_the_responses_api_works_unchanged(stack):
     text = answer.text if isinstance(answer.text, str) else answer.text()  # a property in langchain-core 1.x
     assert text == "Hello through langchain."
     assert answer.response_metadata.get("id", "").startswith("resp_")  # it went the Responses way
+
+
+def test_a_broken_responses_stream_ends_with_an_error_event_and_is_recorded_as_failed(stack):
+    request_id = uuid.uuid4().hex
+    with httpx.stream("POST", f"{stack.url}/v1/responses", headers={**stack.auth, "x-request-id": request_id},
+                      json={"model": "drops", "input": "hi", "stream": True}, timeout=30) as reply:
+        events = [line for line in reply.iter_lines() if line.startswith("data:")]
+    assert reply.status_code == 200
+    last = orjson.loads(events[-1][5:])
+    # The Responses API's own ends of a failure: LiteLLM sends `response.failed` (with the error); the wrapper,
+    # when the break is on its side of LiteLLM, an `error` event
+    assert last["type"] in ("response.failed", "error"), events[-1]
+    assert (last.get("response") or last).get("error") or last.get("message")
+    assert not any('"response.completed"' in event for event in events)
+    record = the_record(stack.database_url, request_id, wait_seconds=5)
+    assert record["status"] == 502 and record["stream"] is True

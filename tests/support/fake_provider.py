@@ -309,7 +309,8 @@ class FakeProvider:
         gone = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
             finished = await send_events(send, self.responses.events(response, pieces),
-                                         behaviour.chunk_interval_ms / 1000, gone)
+                                         behaviour.chunk_interval_ms / 1000, gone,
+                                         behaviour.disconnect_after_chunks and behaviour.disconnect_after_chunks + 4)
             record.outcome = "answered" if finished else "caller_disconnected"
             record.caller_disconnected = not finished
         finally:

@@ -101,13 +101,17 @@ class ResponsesApi:
         return 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error", "code": None}}
 
 
-async def send_events(send, events: list[dict], interval_seconds: float, gone: asyncio.Future) -> bool:
-    """Named SSE events (`event: <type>`), as the Responses and Messages APIs send them; False if the caller left."""
+async def send_events(send, events: list[dict], interval_seconds: float, gone: asyncio.Future,
+                      drop_after: int | None = None) -> bool:
+    """Named SSE events (`event: <type>`), as the Responses and Messages APIs send them; False if the caller left.
+    With `drop_after`, the connection breaks after that many events."""
     for index, event in enumerate(events):
         if index and interval_seconds:
             await asyncio.wait([gone], timeout=interval_seconds)
         if gone.done():
             return False
+        if drop_after is not None and index >= drop_after:
+            raise ConnectionAbortedError("fake provider drops the stream")
         data = b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
         await send({"type": "http.response.body", "body": data, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -80,6 +80,8 @@ class Route(Protocol):
 
     def served_model(self, chunk: dict) -> object: ...
 
+    def stream_error(self, chunk: dict) -> dict | None: ...  # the error a streamed event reports, if it is one
+
     def error_event(self, error: GatewayError) -> bytes: ...  # how a broken stream says so, in its protocol
 
     def sse(self, chunk: dict) -> bytes: ...  # an event of this route's stream
@@ -109,6 +111,10 @@ class OpenAIShaped:
 
     def served_model(self, chunk: dict) -> object:
         return chunk.get("model")
+
+    def stream_error(self, chunk: dict) -> dict | None:
+        error = chunk.get("error")  # OpenAI's, LiteLLM's and Anthropic's error events all carry an `error` object
+        return error if isinstance(error, dict) and error else None
 
     def error_event(self, error: GatewayError) -> bytes:
         return error.sse_event()

@@ -217,6 +217,15 @@ class ResponsesRoute(OpenAIShaped):
         return {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens"),
                 "cost": usage.get("cost")}
 
+    def stream_error(self, event: dict) -> dict | None:
+        """An `error` event (its fields at the top), or `response.failed` (the response's `error`)."""
+        if event.get("type") == "error":
+            return {"message": event.get("message"), "code": event.get("code")}
+        if event.get("type") == "response.failed":
+            error = (event.get("response") or {}).get("error")
+            return error if isinstance(error, dict) and error else {"message": "The response failed."}
+        return None
+
     def served_model(self, event: dict) -> object:
         return (event.get("response") or {}).get("model") if event.get("type") in _FINAL else event.get("model")
 
