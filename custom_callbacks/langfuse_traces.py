@@ -27,7 +27,7 @@ import os
 from litellm.integrations.custom_logger import CustomLogger
 
 from custom_callbacks.langfuse_exporter import ExporterProcess
-from custom_callbacks.seal import WARM_UP_TENANT
+from custom_callbacks.seal import SEAL_KEY, WARM_UP_TENANT
 
 logger = logging.getLogger("custom_callbacks.langfuse")
 
@@ -55,7 +55,14 @@ class LangfuseTraces(CustomLogger):
 
 
 def _metadata(kwargs: dict) -> dict:
-    return (kwargs.get("litellm_params") or {}).get("metadata") or {}
+    """The metadata the wrapper sealed. On the Responses and Messages routes it is `litellm_metadata` and
+    `metadata` is the client's own API field: that one is never read here, so a client cannot name a tenant."""
+    params = kwargs.get("litellm_params") or {}
+    for key in ("litellm_metadata", "metadata"):
+        value = params.get(key)
+        if isinstance(value, dict) and SEAL_KEY in value:
+            return value
+    return {}
 
 
 def call_facts(kwargs: dict, failed: bool) -> dict:

@@ -63,6 +63,26 @@ def test_each_call_is_a_trace_with_user_tags_model_usage_and_cost(stack, langfus
     assert PROMPT_MARKER not in json.dumps(acme) and PROMPT_MARKER not in json.dumps(globex)
 
 
+def test_responses_and_messages_are_traced_for_the_sealed_tenant_whatever_the_clients_metadata_says(stack, langfuse):
+    """On these routes `metadata` is the client's API field: a tenant naming another in it changes nothing."""
+    spoof = {"gateway_tenant_id": "globex", "gateway_request_id": "spoofed"}
+    request_ids = {"responses": f"lf-{uuid.uuid4().hex[:16]}", "messages": f"lf-{uuid.uuid4().hex[:16]}"}
+    reply = httpx.post(f"{stack.url}/v1/responses", timeout=30,
+                       headers={**stack.auth_for("acme-support"), "x-request-id": request_ids["responses"]},
+                       json={"model": "fake-chat", "input": "hi", "metadata": spoof})
+    assert reply.status_code == 200, reply.text
+    reply = httpx.post(f"{stack.url}/v1/messages", timeout=30,
+                       headers={**stack.auth_for("acme-support"), "x-request-id": request_ids["messages"]},
+                       json={"model": "fake-chat", "max_tokens": 10, "metadata": {"user_id": "u1"},
+                             "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+    for route, request_id in request_ids.items():
+        generation = generation_of(langfuse, request_id)
+        assert set(attribute(generation, "trace", "tags")) == {"tenant:acme", "endpoint:support", "tier:fake-chat"}
+        assert json.loads(attribute(generation, "observation.metadata.tenant_id")) == "acme", route
+        assert json.loads(attribute(generation, "cost_details"))["total"] == pytest.approx(COST_EACH), route
+
+
 def test_a_request_that_falls_back_is_one_trace_with_a_generation_per_attempt(stack, langfuse):
     request_id = f"lf-{uuid.uuid4().hex[:16]}"
     response = chat(stack, "acme-app", model="falls-back", **{"x-request-id": request_id})
