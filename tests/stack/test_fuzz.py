@@ -22,6 +22,8 @@ from tests.support.fuzz_bodies import hostile_bodies, hostile_queries
 from wrapper.routes.chat import CHAT
 from wrapper.routes.completions import COMPLETIONS
 from wrapper.routes.embeddings import EMBEDDINGS
+from wrapper.routes.messages import MESSAGES
+from wrapper.routes.responses import RESPONSES
 
 BODIES_PER_ROUTE = int(os.environ.get("GATEWAY_FUZZ_BODIES", 5000))
 QUERIES = int(os.environ.get("GATEWAY_FUZZ_QUERIES", 2000))
@@ -77,7 +79,9 @@ def client(stack, fake_provider):
 
 @pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("path, shape", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETIONS),
-                                         ("/v1/embeddings", EMBEDDINGS)], ids=["chat", "completions", "embeddings"])
+                                         ("/v1/embeddings", EMBEDDINGS), ("/v1/responses", RESPONSES),
+                                         ("/v1/messages", MESSAGES)],
+                         ids=["chat", "completions", "embeddings", "responses", "messages"])
 def test_no_body_makes_a_model_route_fail_badly(stack, client, path, shape):
     http, pool = client
     # A tenant of its own takes the fuzz's records, so the audit queries below read logs of ordinary size.
