@@ -1,0 +1,165 @@
+"""Admission's counters on real Redis (and in process): exact under concurrency, across replicas, on Redis' clock.
+
+Each Redis test runs against 127.0.0.1:6379 with keys of its own; "replicas" are separate clients with their own
+connection pools, as two wrappers would be. Windows are shortened (1-2 s instead of 60 s) so the tests wait seconds,
+not minutes; the scripts take the window as an argument, so the logic under test is the one that runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from wrapper.limits.charges import MICRO, Charge, Kind, micro_usd
+from wrapper.limits.local_store import LocalLimits, budget_period
+from wrapper.limits.redis_store import _CALENDAR, RedisLimits
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def replicas():
+    """Two stores on one Redis, as two wrapper replicas would hold them."""
+    clients = [Redis.from_url(REDIS_URL) for _ in range(2)]
+    yield [RedisLimits(client, lease_seconds=0.5, window_ms=2000) for client in clients]
+    for client in clients:
+        await client.aclose()
+
+
+def key(kind: str) -> str:
+    return f"gw:test:{{t-{uuid.uuid4().hex[:12]}}}:{kind}"
+
+
+async def admit_many(stores, charges_of, count: int):
+    """`count` admissions at once, spread over the stores; their answers in order."""
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    return ids, await asyncio.gather(*(stores[i % len(stores)].admit(ids[i], charges_of(i)) for i in range(count)))
+
+
+async def test_sixty_four_concurrent_requests_against_two_replicas_admit_exactly_the_limit(replicas):
+    rpm = Charge(key("requests"), Kind.requests, limit=25, amount=1)
+    _, answers = await admit_many(replicas, lambda i: [rpm], 64)
+    assert sum(a.admitted for a in answers) == 25
+    refused = [a for a in answers if not a.admitted]
+    assert all(a.refused == rpm and 0 < a.retry_after <= 2.0 for a in refused)
+    assert sorted(a.remaining[rpm.key] for a in answers if a.admitted) == list(range(25))
+
+
+async def test_retry_after_is_when_the_window_really_admits_again(replicas):
+    rpm = Charge(key("requests"), Kind.requests, limit=3, amount=1)
+    for _ in range(3):
+        assert (await replicas[0].admit(uuid.uuid4().hex, [rpm])).admitted
+    refused = await replicas[1].admit(uuid.uuid4().hex, [rpm])
+    assert not refused.admitted and 1.8 < refused.retry_after <= 2.0
+    await asyncio.sleep(refused.retry_after - 0.15)
+    assert not (await replicas[1].admit(uuid.uuid4().hex, [rpm])).admitted  # not yet
+    await asyncio.sleep(0.3)
+    assert (await replicas[1].admit(uuid.uuid4().hex, [rpm])).admitted  # and now it is
+
+
+async def test_in_any_window_no_more_than_the_limit_is_admitted_under_steady_demand(replicas):
+    """Demand above the limit for 5 windows: admissions, as Redis timed them, never exceed it in any window."""
+    rpm = Charge(key("requests"), Kind.requests, limit=20, amount=1)
+    stamps = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _, answers = await admit_many(replicas, lambda i: [rpm], 8)
+        now = time.monotonic()
+        stamps += [now] * sum(a.admitted for a in answers)
+        await asyncio.sleep(0.02)
+    # Client-side times lag Redis' by a round trip at most: allow 50 ms at the window's edges.
+    for start in stamps:
+        assert sum(start <= s < start + 2.0 - 0.05 for s in stamps) <= 20
+    assert len(stamps) >= 20 * 2  # and the limit was used, window after window
+
+
+async def test_tokens_are_reserved_and_settled_to_what_was_used(replicas):
+    tpm = Charge(key("tokens"), Kind.tokens, limit=1000, amount=600)
+    first = await replicas[0].admit("first", [tpm])
+    assert first.admitted and first.remaining[tpm.key] == 400
+    assert not (await replicas[1].admit("second", [tpm])).admitted  # 600 reserved + 600 > 1000
+    await replicas[0].settle("first", tpm, 100, first)  # the answer used 100
+    assert (await replicas[1].admit("second", [tpm])).admitted  # 100 + 600 <= 1000
+    assert not (await replicas[1].admit("third", [Charge(tpm.key, Kind.tokens, 1000, 1001)])).admitted
+
+
+async def test_concurrency_leases_are_exact_released_and_heal_when_a_replica_dies(replicas):
+    slots = Charge(key("concurrency"), Kind.concurrency, limit=8, amount=1)
+    ids, answers = await admit_many(replicas, lambda i: [slots], 64)
+    held = [request_id for request_id, answer in zip(ids, answers) if answer.admitted]
+    assert len(held) == 8
+    await replicas[0].release(held[0], slots)
+    assert (await replicas[1].admit("next", [slots])).admitted
+    assert not (await replicas[1].admit("one-more", [slots])).admitted
+    await asyncio.sleep(0.6)  # nobody releases (the replica that held them died): the leases expire
+    _, answers = await admit_many(replicas, lambda i: [slots], 16)
+    assert sum(a.admitted for a in answers) == 8
+
+
+async def test_a_daily_budget_hit_by_concurrent_requests_is_never_overspent(replicas):
+    budget = Charge(key("usd_day"), Kind.usd_day, limit=micro_usd(1.00), amount=micro_usd(0.05))
+    ids, answers = await admit_many(replicas, lambda i: [budget], 64)
+    admitted = [(i, a) for i, a in zip(ids, answers) if a.admitted]
+    assert len(admitted) == 20  # $0.05 reserved each: 20 fit in $1.00
+    refused = next(a for a in answers if not a.admitted)
+    now = datetime.now(UTC)
+    seconds_to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second + now.microsecond / 1e6)
+    assert abs(refused.retry_after - seconds_to_midnight) < 2  # the day's end, UTC
+    for request_id, admission in admitted:  # each really cost $0.03
+        await replicas[0].settle(request_id, budget, micro_usd(0.03), admission)
+    _, more = await admit_many(replicas, lambda i: [budget], 64)
+    # $0.60 spent: $0.40 left holds 8 more reservations of $0.05
+    assert sum(a.admitted for a in more) == 8
+
+
+async def test_all_limits_of_a_request_are_taken_together_or_not_at_all(replicas):
+    rpm = Charge(key("requests"), Kind.requests, limit=100, amount=1)
+    slots = Charge(key("concurrency"), Kind.concurrency, limit=1, amount=1)
+    assert (await replicas[0].admit("a", [rpm, slots])).admitted
+    refused = await replicas[1].admit("b", [rpm, slots])
+    assert not refused.admitted and refused.refused == slots
+    again = await replicas[1].admit("c", [rpm])
+    assert again.remaining[rpm.key] == 98  # the refused request took nothing from the rate limit
+
+
+async def test_the_scripts_calendar_is_pythons():
+    """Budget periods (UTC day, calendar month) as the Lua script computes them, across month and year ends."""
+    redis = Redis.from_url(REDIS_URL)
+    period = redis.register_script(_CALENDAR + "local p, e = period(ARGV[1], tonumber(ARGV[2])) return {p, e}")
+    moments = [datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC),
+               datetime(2026, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC),
+               datetime(2100, 2, 28, 12, tzinfo=UTC), datetime(2000, 2, 29, tzinfo=UTC)]
+    rng = random.Random(11)
+    moments += [datetime.fromtimestamp(rng.uniform(0, 4e9), UTC) for _ in range(300)]
+    try:
+        for moment in moments:
+            now_ms = int(moment.timestamp() * 1000)
+            for kind in (Kind.usd_day, Kind.usd_month):
+                name, ends = await period(args=[kind.value, now_ms])
+                assert (name.decode(), int(ends)) == budget_period(kind, now_ms), (moment, kind)
+    finally:
+        await redis.aclose()
+
+
+async def test_in_process_the_same_semantics_hold_on_its_own_clock():
+    now = [1_800_000_000.0]
+    store = LocalLimits(lease_seconds=0.5, clock=lambda: now[0], window_ms=60_000)
+    rpm = Charge("r", Kind.requests, limit=100, amount=1)
+    answers = [await store.admit(str(i), [rpm]) for i in range(130)]
+    assert sum(a.admitted for a in answers) == 100 and answers[100].retry_after == 60.0
+    now[0] += 59.999
+    assert not (await store.admit("x", [rpm])).admitted
+    now[0] += 0.001  # the first admission leaves the window exactly now
+    assert (await store.admit("y", [rpm])).admitted
+    budget = Charge("b", Kind.usd_month, limit=MICRO, amount=micro_usd(0.5))
+    first = await store.admit("m1", [budget])
+    assert first.admitted and (await store.admit("m2", [budget])).admitted
+    assert not (await store.admit("m3", [budget])).admitted
+    await store.settle("m1", budget, 0, first)  # cost nothing after all
+    assert (await store.admit("m3", [budget])).admitted

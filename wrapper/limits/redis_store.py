@@ -1,0 +1,174 @@
+"""Admission on Redis: every limit of a request checked and charged in one round trip, atomically, on Redis' clock.
+
+One Lua script checks every charge, and only if all fit takes them all: two replicas, or sixty-four concurrent
+requests, can never both take the last unit. Time is Redis' TIME, never a replica's clock. The keys of one
+request share the tenant's hash tag (`{tenant}`), so a Redis Cluster keeps them in one slot.
+
+Per key (see charges.py for the semantics): a window is a sorted set of request ids scored by admission time,
+a hash of their amounts (`:a`) and their total (`:t`); a concurrency key is a sorted set of lease ids scored by
+expiry; a budget is a counter per period (`:<day>` or `:<yyyymm>`, UTC).
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from wrapper.limits.charges import BUDGET_KINDS, WINDOW_KINDS, WINDOW_MS, Admission, Charge, Kind
+
+# Days since 1970-01-01 to (year, month) and back: H. Hinnant's civil-calendar algorithms (Redis' Lua has no `os`).
+_CALENDAR = """
+local function civil(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+local function days_from_civil(y, m)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5)
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+local function period(kind, now)
+  local day = math.floor(now / 86400000)
+  if kind == 'usd_day' then return tostring(day), (day + 1) * 86400000 end
+  local y, m = civil(day)
+  local ny, nm = y, m + 1
+  if nm == 13 then ny, nm = y + 1, 1 end
+  return string.format('%04d%02d', y, m), days_from_civil(ny, nm) * 86400000
+end
+"""
+
+ADMIT = _CALENDAR + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = ARGV[1]
+local n = #KEYS
+local kinds, limits, amounts, spans, used, pkeys, periods = {}, {}, {}, {}, {}, {}, {}
+for i = 1, n do
+  local b = 2 + (i - 1) * 4
+  kinds[i], limits[i], amounts[i], spans[i] = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+end
+for i = 1, n do
+  local key, kind, limit, amount = KEYS[i], kinds[i], limits[i], amounts[i]
+  local retry = -1
+  if kind == 'requests' or kind == 'tokens' then
+    local cutoff = now - spans[i]
+    local gone = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)
+    for _, member in ipairs(gone) do
+      local a = tonumber(redis.call('HGET', key .. ':a', member) or '0')
+      redis.call('HDEL', key .. ':a', member)
+      redis.call('DECRBY', key .. ':t', a)
+    end
+    if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff) end
+    used[i] = tonumber(redis.call('GET', key .. ':t') or '0')
+    if used[i] + amount > limit then
+      if amount <= limit then
+        local need, freed = used[i] + amount - limit, 0
+        local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+        for j = 1, #entries, 2 do
+          freed = freed + tonumber(redis.call('HGET', key .. ':a', entries[j]) or '0')
+          if freed >= need then retry = tonumber(entries[j + 1]) + spans[i] - now; break end
+        end
+      end
+      return {0, i, retry}
+    end
+  elseif kind == 'concurrency' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    used[i] = redis.call('ZCARD', key)
+    if used[i] + amount > limit then
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      return {0, i, limit > 0 and math.min(1000, tonumber(first[2] or now) - now) or -1}
+    end
+  else
+    local p, ends = period(kind, now)
+    periods[i], pkeys[i] = p, key .. ':' .. p
+    used[i] = tonumber(redis.call('GET', pkeys[i]) or '0')
+    if used[i] + amount > limit then return {0, i, amount <= limit and ends - now or -1} end
+    spans[i] = ends - now
+  end
+end
+local answer = {1, 0, 0}
+for i = 1, n do
+  local key, kind, amount = KEYS[i], kinds[i], amounts[i]
+  if kind == 'requests' or kind == 'tokens' then
+    redis.call('ZADD', key, now, id)
+    redis.call('HSET', key .. ':a', id, amount)
+    redis.call('INCRBY', key .. ':t', amount)
+    for _, k in ipairs({key, key .. ':a', key .. ':t'}) do redis.call('PEXPIRE', k, spans[i] * 2) end
+  elseif kind == 'concurrency' then
+    redis.call('ZADD', key, now + spans[i], id)
+    redis.call('PEXPIRE', key, spans[i] * 2)
+  else
+    redis.call('INCRBY', pkeys[i], amount)
+    redis.call('PEXPIRE', pkeys[i], spans[i] + 86400000 * 2)
+  end
+  answer[#answer + 1] = limits[i] - used[i] - amount
+  answer[#answer + 1] = periods[i] or ''
+end
+return answer
+"""
+
+# Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
+# to the period it was reserved in; release a lease.
+SETTLE = """
+local key, kind, id, value, p = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if kind == 'requests' or kind == 'tokens' then
+  local old = redis.call('HGET', key .. ':a', id)
+  if old then
+    redis.call('HSET', key .. ':a', id, value)
+    redis.call('INCRBY', key .. ':t', value - tonumber(old))
+  end
+elseif kind == 'concurrency' then
+  redis.call('ZREM', key, id)
+elseif redis.call('EXISTS', key .. ':' .. p) == 1 then
+  redis.call('INCRBY', key .. ':' .. p, value)
+end
+return 1
+"""
+
+
+class RedisLimits:
+    def __init__(self, redis: Redis, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS) -> None:
+        self.redis = redis
+        self.lease_ms = int(lease_seconds * 1000)  # a lease outlives any request; a dead replica's expire
+        self.window_ms = window_ms
+        self._admit = redis.register_script(ADMIT)
+        self._settle = redis.register_script(SETTLE)
+
+    async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
+        if not charges:
+            return Admission(True)
+        args: list = [request_id]
+        for charge in charges:
+            span = self.window_ms if charge.kind in WINDOW_KINDS else self.lease_ms
+            args += [charge.kind.value, charge.limit, charge.amount, span]
+        answer = await self._admit(keys=[c.key for c in charges], args=args)
+        if int(answer[0]) == 0:
+            refused = charges[int(answer[1]) - 1]
+            retry_ms = int(answer[2])
+            return Admission(False, refused, retry_ms / 1000 if retry_ms >= 0 else -1.0)
+        remaining, periods = {}, {}
+        for index, charge in enumerate(charges):
+            remaining[charge.key] = int(answer[3 + 2 * index])
+            period = answer[4 + 2 * index]
+            if charge.kind in BUDGET_KINDS:
+                periods[charge.key] = period.decode() if isinstance(period, bytes) else str(period)
+        return Admission(True, remaining=remaining, periods=periods)
+
+    async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
+        """A window's entry set to `used`; a budget's period given `used - reserved` more (it may be negative)."""
+        value = used - charge.amount if charge.kind in BUDGET_KINDS else used
+        await self._settle(keys=[charge.key], args=[charge.kind.value, request_id, value,
+                                                     admission.periods.get(charge.key, "")])
+
+    async def release(self, request_id: str, charge: Charge) -> None:
+        await self._settle(keys=[charge.key], args=[Kind.concurrency.value, request_id, 0, ""])
