@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI, Request
+from redis.asyncio import Redis
 from starlette.responses import Response
 
 from wrapper.audit.api import audit_router
@@ -35,6 +36,10 @@ from wrapper.observability.metrics import GatewayMetrics
 from wrapper.observability.request_id import RequestIdMiddleware
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.pii import PiiScanner, PiiStep
+from wrapper.limits.local_store import LocalLimits
+from wrapper.limits.redis_store import RedisLimits
+from wrapper.limits.step import AdmitStep
+from wrapper.limits.step import finish as finish_admission
 from wrapper.model_routes import ModelRoutes
 from wrapper.ownership import ObjectIds, OwnershipStep
 from wrapper.ownership.lookups import response_lookups
@@ -83,15 +88,18 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
 
     ownership = OwnershipStep(ObjectIds(signer.derived_key("gateway object ids v1")))
+    limits = RedisLimits(Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)) \
+        if settings.redis_url else LocalLimits()
+    usage_counter = StreamUsageCounter(litellm)
     pipeline = Pipeline([
         ownership,  # 1b. ids of stored objects (responses): only the tenant's own, on every route that names them
-        # 2. admit: rate limits, concurrency and budget (issue 17)
+        AdmitStep(limits, usage_counter.group_prices, catalog.resolve),  # 2. admit: rates, concurrency, budgets
         # 3. input guardrails (issue 20)
         PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
         ModelRoute(catalog),  # 5. route: aliases, the tenant's allow-list
         # 6. cache layers (issue 19)
     ])
-    upstream = Upstream(litellm, settings.internal_secret.encode(), StreamUsageCounter(litellm))
+    upstream = Upstream(litellm, settings.internal_secret.encode(), usage_counter)
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""
@@ -197,7 +205,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)
     observers = (metrics.observe, log_access) if settings.access_log else (metrics.observe,)
-    served = AuditMiddleware(served, audit_writer, observers=observers)
+    served = AuditMiddleware(served, audit_writer, observers=observers, finishers=(finish_admission,))
     if traced:
         served = TracingMiddleware(served)  # a span per request, continuing the client's traceparent
     return GatewayApp(RequestIdMiddleware(served), app)

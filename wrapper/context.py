@@ -137,6 +137,8 @@ class RequestContext:
     decisions: list[dict] = field(default_factory=list)  # what each step did, or in shadow would have done
     outcome: Outcome = field(default_factory=Outcome)
     guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
+    held: object | None = None  # what admission reserved (wrapper.limits.step.Held), until the request ends
+    response_headers: dict[str, str] = field(default_factory=dict)  # steps' headers for the answer (rate limits)
     pii: dict = field(default_factory=dict)  # action, and entity type -> count found; never values
 
     def overhead_ms(self, waited_seconds: float) -> str:

@@ -14,7 +14,9 @@ Each step's policy has a mode (gateway.yaml, per endpoint):
 - shadow: the step runs on a copy of the request; what it would have done is
   recorded (the audit record's `decisions`, the `gateway_policy_decisions`
   counter), and nothing the client sees changes: no refusal, no rewrite, no
-  response half, and a failure of the step is only recorded;
+  response half, and a failure of the step is only recorded. A step that must
+  count the load to judge it (admission: `counts_in_shadow`) runs on the
+  request itself, and its refusals are recorded, never raised;
 - enforce: the step runs.
 """
 
@@ -65,7 +67,12 @@ class Pipeline:
             if mode is Mode.off:
                 continue
             with span(step.name):
-                result = await (_shadow(step, ctx) if mode is Mode.shadow else step.request(ctx))
+                if mode is Mode.enforce:
+                    result = await step.request(ctx)
+                elif getattr(step, "counts_in_shadow", False):
+                    result = await _shadow_in_place(step, ctx)
+                else:
+                    result = await _shadow(step, ctx)
             ctx.decisions.append({"step": step.name, "mode": mode.value, "decision": result.decision, **result.detail})
             if mode is Mode.shadow:
                 continue
@@ -76,6 +83,18 @@ class Pipeline:
             if result.half is not None:
                 ctx.halves.append(result.half)
         return None
+
+
+async def _shadow_in_place(step: Step, ctx: RequestContext) -> StepResult:
+    """The step, run on the request itself (it must see the real load); a refusal or failure is only recorded."""
+    try:
+        result = await step.request(ctx)
+    except Exception as exc:
+        logger.error("step %s failed in shadow mode (%s)", step.name, type(exc).__name__)
+        return StepResult("error")
+    if result.refusal is not None:
+        return StepResult(result.decision, {**result.detail, "status": result.refusal.status, "code": result.refusal.code})
+    return StepResult(result.decision, result.detail)
 
 
 async def _shadow(step: Step, ctx: RequestContext) -> StepResult:

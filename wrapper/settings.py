@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")  # the embedded default's state: SQLite file, signing key, audit spool
     # The audit store: PostgreSQL (postgresql+asyncpg://...) in production; unset, a SQLite file in var_dir.
     database_url: str = ""
+    # Redis for limits and budgets shared by every replica; unset, they are kept in process (one replica).
+    redis_url: str | None = None
     audit_signing_key: str | None = None  # base64 Ed25519 seed; generated in var_dir when unset
     audit_checkpoint_seconds: float = Field(60.0, gt=0)  # how often each chain's head is signed
     audit_spool: Path | None = None  # where records wait while the store is down; default var_dir

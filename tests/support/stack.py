@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import redis
 import yaml
 
 from tests.support.audit_db import as_superuser
@@ -48,9 +49,20 @@ TENANT_MODELS = {
     "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
     "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
+    "umbrella": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (UMBRELLA_LIMITS)
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
-                    "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"]}
+                    "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
+                    "umbrella": ["burst", "narrow", "watched", "frugal", "tokens"]}
+# umbrella's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
+UMBRELLA_LIMITS = {
+    "burst": {"mode": "enforce", "requests_per_minute": 5},
+    "narrow": {"mode": "enforce", "concurrency": 2},
+    "watched": {"mode": "shadow", "requests_per_minute": 2},
+    "frugal": {"mode": "enforce", "usd_per_day": 0.01},
+    "tokens": {"mode": "enforce", "tokens_per_minute": 400},
+}
+STACK_REDIS_URL = "redis://127.0.0.1:6379/3"  # a database of the stack's own, emptied when the stack starts
 # initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;
 # a tenant pattern adds employee ids. Its audit keeps full (redacted) content, to show no raw value lands there.
 INITECH_PII = {
@@ -133,6 +145,7 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
     # The new way: policies on endpoints, each with a mode (initech above keeps the earlier `pii.endpoints` form).
     config["tenants"]["soylent"]["endpoints"].update(watched={"pii": {"mode": "shadow", "action": "redact"}},
                                                      guarded={"pii": {"mode": "enforce", "action": "redact"}})
+    config["tenants"]["umbrella"]["endpoints"].update({name: {"limits": limits} for name, limits in UMBRELLA_LIMITS.items()})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return {
         "initech-app": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "initech-app"),
@@ -150,6 +163,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
         "fuzzed-app": gateway_cli(path, "keys", "create", "--tenant", "fuzzed", "--name", "fuzzed-app"),
         **{f"soylent-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "soylent", "--name", endpoint,
                                               "--endpoint", endpoint) for endpoint in ("watched", "guarded", "plain")},
+        **{f"umbrella-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "umbrella", "--name", endpoint,
+                                               "--endpoint", endpoint) for endpoint in UMBRELLA_LIMITS},
     }
 
 
@@ -195,6 +210,7 @@ def langfuse(tmp_path_factory) -> OtlpStubProcess:
 @pytest.fixture(scope="session")
 def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Stack:
     workdir = tmp_path_factory.mktemp("stack")
+    redis.Redis.from_url(STACK_REDIS_URL).flushdb()  # counters of an earlier session (budgets last the day)
     gateway_config = workdir / "gateway.yaml"
     models = {name: LITELLM_EXTRA.get(name, {}) for name in FAKE_MODELS}
     config = write_litellm_config(workdir / "litellm_config.yaml", fake_provider.url, models,
@@ -211,6 +227,7 @@ def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Sta
             "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY,
             "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
             "GATEWAY_DATABASE_URL": stack_database,
+            "GATEWAY_REDIS_URL": STACK_REDIS_URL,
             "GATEWAY_VAR_DIR": str(workdir / "var"),
             "GATEWAY_LOG_REQUESTS": "true",  # tests read what LiteLLM's callback admitted from its log line
             "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",

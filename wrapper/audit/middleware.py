@@ -13,10 +13,11 @@ its end).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -34,10 +35,13 @@ _OVERHEAD_HEADER = b"x-gateway-overhead-ms"
 
 
 class AuditMiddleware:
-    def __init__(self, app, writer: AuditWriter, observers: tuple[Callable[[dict], None], ...] = ()) -> None:
+    def __init__(self, app, writer: AuditWriter, observers: tuple[Callable[[dict], None], ...] = (),
+                 finishers: tuple[Callable[[RequestContext], Awaitable[None]], ...] = ()) -> None:
         self.app = app
         self.writer = writer
         self.observers = observers  # see every record once it is built (metrics)
+        self.finishers = finishers  # run once the request has ended, however it ended (admission's settlement)
+        self._finishing: set[asyncio.Task] = set()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
@@ -51,10 +55,19 @@ class AuditMiddleware:
             if not exchange.recorded:
                 exchange.delivery.status = CLIENT_CLOSED if exchange.delivery.streamed else 500
                 await exchange.record(answering=False)
+            self._finish(ctx)
             raise
         if not exchange.recorded:  # a stream the client left before its end
             exchange.delivery.status = CLIENT_CLOSED
             await exchange.record(answering=False)
+        self._finish(ctx)  # the outcome is complete now: a stream cut short has been counted
+
+    def _finish(self, ctx: RequestContext) -> None:
+        """The finishers, in a task of their own: the client's answer never waits on them."""
+        for finisher in self.finishers:
+            task = asyncio.get_running_loop().create_task(finisher(ctx))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
 
 
 class _Exchange:

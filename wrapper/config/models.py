@@ -141,12 +141,37 @@ class FieldsPolicy(_Strict):
         return names
 
 
+class LimitSet(_Strict):
+    """Limits of one scope (the tenant, an endpoint, each user, each key); each one optional."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)  # prompt + completion, reserved up front, settled after
+    concurrency: int | None = Field(None, ge=1)  # requests in flight at once
+    usd_per_day: float | None = Field(None, gt=0)  # calendar day, UTC
+    usd_per_month: float | None = Field(None, gt=0)  # calendar month, UTC
+
+
+class LimitsPolicy(LimitSet):
+    """Admission (wrapper/limits). Its own limits are the tenant's, counted across all its requests; `per_user` and
+    `per_key` apply to each user and each API key on their own; an endpoint's `limits` add its own counters."""
+
+    mode: Mode = Mode.off
+    # closed: when the store (Redis) cannot be reached in time the request is refused (503); open: it goes on
+    on_store_failure: Literal["closed", "open"] = "closed"
+    warn_at_percent: int = Field(80, ge=1, le=100)  # a budget used this far: a warning header and metric
+    max_tokens: int = Field(4096, ge=1)  # the completion reserved when a request sets no max_tokens
+    per_user: LimitSet = Field(default_factory=LimitSet)
+    per_key: LimitSet = Field(default_factory=LimitSet)
+
+
 @dataclass(frozen=True)
 class EndpointPolicies:
     """Every step's policy as it applies to one endpoint: the tenant's, with the endpoint's overrides."""
 
     pii: PiiPolicy
     fields: FieldsPolicy
+    limits: LimitsPolicy
+    endpoint_limits: LimitSet  # what the endpoint itself limits, counted for the endpoint alone
 
 
 class Endpoint(_Strict):
@@ -154,6 +179,7 @@ class Endpoint(_Strict):
 
     pii: dict = Field(default_factory=dict)
     fields: dict = Field(default_factory=dict)
+    limits: dict = Field(default_factory=dict)
 
 
 class Tenant(_Strict):
@@ -163,6 +189,7 @@ class Tenant(_Strict):
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     fields: FieldsPolicy = Field(default_factory=FieldsPolicy)
+    limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     _policies: dict[str | None, EndpointPolicies] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -199,10 +226,16 @@ class Tenant(_Strict):
         self._policies.update(self._resolved())
 
     def _resolved(self) -> dict[str | None, EndpointPolicies]:
-        policies: dict[str | None, EndpointPolicies] = {None: EndpointPolicies(self.pii, self.fields)}
+        policies: dict[str | None, EndpointPolicies] = {None: EndpointPolicies(self.pii, self.fields, self.limits,
+                                                                               LimitSet())}
         for name, endpoint in self.endpoints.items():
+            where = f"endpoints.{name}.limits"
+            own = {key: value for key, value in endpoint.limits.items() if key in LimitSet.model_fields}
             policies[name] = EndpointPolicies(_overridden(self.pii, endpoint.pii, f"endpoints.{name}.pii"),
-                                              _overridden(self.fields, endpoint.fields, f"endpoints.{name}.fields"))
+                                              _overridden(self.fields, endpoint.fields, f"endpoints.{name}.fields"),
+                                              _overridden(self.limits.model_copy(update=dict.fromkeys(
+                                                  LimitSet.model_fields)), endpoint.limits, where),
+                                              _overridden(LimitSet(), own, where))
         return policies
 
     def policy(self, endpoint: str | None) -> EndpointPolicies:

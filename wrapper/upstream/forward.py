@@ -86,7 +86,8 @@ class Upstream:
             ctx.outcome.provider_answer = reply.body  # what the audit may keep: the answer as the provider gave it
             for half in reversed(ctx.halves):
                 answer = half.answer(answer)
-        headers = {**passed_headers(reply.headers), "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
+        headers = {**passed_headers(reply.headers), **ctx.response_headers,
+                   "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
         return Response(answer, status_code=reply.status, headers=headers, media_type="application/json")
 
     async def _binary(self, ctx: RequestContext, body: bytes) -> Response:
@@ -98,7 +99,8 @@ class Upstream:
         if ctx.outcome.cost is None:  # speech: priced per character of what is said
             ctx.outcome.cost = await self.usage_counter.speech_cost(ctx.route.prompt(ctx.body)["prompt"],
                                                                     stream.headers.get("x-litellm-model-id"))
-        headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
+        headers = {**passed_headers(stream.headers), **ctx.response_headers,
+                   "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
         return StreamingResponse(stream.chunks, headers=headers,
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
@@ -106,7 +108,8 @@ class Upstream:
         stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
         ctx.outcome.note_headers(stream.headers)
         ctx.outcome.stream = StreamSummary(ctx.route, started_at=ctx.started_at)
-        headers = {**passed_headers(stream.headers), "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
+        headers = {**passed_headers(stream.headers), **ctx.response_headers,
+                   "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
         return EventStreamResponse(self._events(ctx, stream), headers)
 
     async def _events(self, ctx: RequestContext, stream: UpstreamStream) -> AsyncIterator[bytes]:

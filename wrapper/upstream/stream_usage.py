@@ -30,6 +30,7 @@ class StreamUsageCounter:
         self._litellm = litellm
         self._prices: dict[str, tuple[float, float]] = {}  # deployment id -> (input, output) per token
         self._per_character: dict[str, float] = {}  # deployment id -> per input character (speech)
+        self._group_prices: dict[str, tuple[float, float]] = {}  # model group -> its dearest deployment's prices
         self._prices_read_at = float("-inf")
 
     async def count(self, prompt: dict, produced: str, model_group: str, deployment_id: str | None,
@@ -89,13 +90,33 @@ class StreamUsageCounter:
     async def _prices_of(self, deployment_id: str | None) -> tuple[float, float] | None:
         if deployment_id is None:
             return None
-        if deployment_id not in self._prices and time.monotonic() - self._prices_read_at > _PRICES_REFRESH_SECONDS:
-            self._prices_read_at = time.monotonic()
-            status, content = await self._litellm.get("/model/info")
-            if status == 200:
-                info = orjson.loads(content)
-                self._prices, self._per_character = _prices_by_deployment(info), _per_character(info)
+        if deployment_id not in self._prices:
+            await self._refresh()
         return self._prices.get(deployment_id)
+
+    async def group_prices(self, group: str | None) -> tuple[float, float] | None:
+        """A model group's prices per token: its dearest deployment's (what a budget reserves before knowing which
+        deployment will answer). None when LiteLLM knows none."""
+        if group is None:
+            return None
+        if group not in self._group_prices:
+            try:
+                async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
+                    await self._refresh()
+            except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+                logger.warning("could not read model prices (%s)", type(exc).__name__)
+        return self._group_prices.get(group)
+
+    async def _refresh(self) -> None:
+        """/model/info, read again at most every _PRICES_REFRESH_SECONDS."""
+        if time.monotonic() - self._prices_read_at <= _PRICES_REFRESH_SECONDS:
+            return
+        self._prices_read_at = time.monotonic()
+        status, content = await self._litellm.get("/model/info")
+        if status == 200:
+            info = orjson.loads(content)
+            self._prices, self._per_character = _prices_by_deployment(info), _per_character(info)
+            self._group_prices = _prices_by_group(info, self._prices)
 
 
 def _prices_by_deployment(model_info: dict) -> dict[str, tuple[float, float]]:
@@ -106,6 +127,17 @@ def _prices_by_deployment(model_info: dict) -> dict[str, tuple[float, float]]:
         if info.get("id") and isinstance(price_in, int | float) and isinstance(price_out, int | float):
             prices[info["id"]] = (float(price_in), float(price_out))
     return prices
+
+
+def _prices_by_group(model_info: dict, by_deployment: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    groups: dict[str, tuple[float, float]] = {}
+    for deployment in model_info.get("data") or ():
+        prices = by_deployment.get((deployment.get("model_info") or {}).get("id"))
+        name = deployment.get("model_name")
+        if prices and isinstance(name, str):
+            old = groups.get(name, (0.0, 0.0))
+            groups[name] = (max(old[0], prices[0]), max(old[1], prices[1]))
+    return groups
 
 
 def _per_character(model_info: dict) -> dict[str, float]:

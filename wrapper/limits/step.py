@@ -1,0 +1,180 @@
+"""Step 2 of the flow: admit, before any provider spend. Every limit that applies is checked and charged at once.
+
+The scopes: the tenant (all its requests), the endpoint (its own `limits`), each user and each API key (`per_user`,
+`per_key`). What a request takes: one request; its tokens, reserved as the prompt's size (a character count / 3,
+generous on purpose) plus its `max_tokens` (or the policy's `max_tokens` when it sets none); one concurrency slot;
+and its cost at the model's prices for those tokens. When the request ends, however it ends (answered, refused
+later, failed, the client gone), `finish` settles tokens and money to what was really used and gives the slot back.
+
+In shadow mode the counters count (so the refusals recorded are the ones enforce would make under the same load),
+and nothing is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+
+import orjson
+from redis.exceptions import RedisError
+
+from wrapper.config.models import LimitSet, Mode
+from wrapper.context import RequestContext
+from wrapper.errors import GatewayError
+from wrapper.limits.charges import BUDGET_KINDS, Admission, Charge, Kind, micro_usd
+from wrapper.pipeline import StepResult
+
+logger = logging.getLogger("wrapper.limits")
+
+STORE_TIMEOUT_SECONDS = 0.25  # a store that does not answer by then is down, for this request
+GENERATING = frozenset({"chat", "completions", "responses", "messages"})  # routes whose answer is generated tokens
+CODES = {Kind.requests: "rate_limit_requests", Kind.tokens: "rate_limit_tokens", Kind.concurrency: "concurrency",
+         Kind.usd_day: "budget_exceeded", Kind.usd_month: "budget_exceeded"}
+_WHAT = {Kind.requests: "requests per minute", Kind.tokens: "tokens per minute", Kind.concurrency: "concurrent requests",
+         Kind.usd_day: "daily budget", Kind.usd_month: "monthly budget"}
+_FIELDS = {Kind.requests: "requests_per_minute", Kind.tokens: "tokens_per_minute", Kind.concurrency: "concurrency",
+           Kind.usd_day: "usd_per_day", Kind.usd_month: "usd_per_month"}
+
+
+@dataclass
+class Held:
+    """What an admitted request holds until it ends."""
+
+    store: object
+    charges: list[Charge]
+    admission: Admission
+
+
+class AdmitStep:
+    name = "admit"
+    counts_in_shadow = True  # shadow runs on the request itself: the counters must see the load to judge it
+
+    def __init__(self, store, prices, resolve) -> None:
+        self.store = store  # RedisLimits or LocalLimits
+        self.prices = prices  # async (model group) -> (input, output) USD per token, or None
+        self.resolve = resolve  # a model name -> its model group (the catalog's; step 5 checks it later)
+
+    def mode(self, ctx: RequestContext) -> Mode:
+        return ctx.policy.limits.mode
+
+    async def request(self, ctx: RequestContext) -> StepResult:
+        tokens_in, tokens_out = _reserved_tokens(ctx)
+        usd = await self._reserved_usd(ctx, tokens_in, tokens_out)
+        charges = list(_charges(ctx, tokens_in + tokens_out, usd))
+        if not charges:
+            return StepResult("none")
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+                admission = await self.store.admit(ctx.request_id, charges)
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.error("the limits store is unavailable (%s)", type(exc).__name__)
+            if ctx.policy.limits.on_store_failure == "open":
+                return StepResult("store_unavailable_open")
+            return StepResult("store_unavailable", refusal=GatewayError(
+                503, "Limits cannot be checked right now, so the request was not forwarded.", code="limits_unavailable"))
+        if not admission.admitted:
+            return StepResult("refuse", {"limit": admission.refused.kind.value, "scope": _scope(admission.refused)},
+                              refusal=_refusal(admission))
+        ctx.held = Held(self.store, charges, admission)
+        if ctx.policy.limits.mode is Mode.enforce:  # in shadow, nothing the client sees changes
+            ctx.response_headers.update(_headers(charges, admission, ctx.policy.limits.warn_at_percent))
+        return StepResult("admit", {"reserved_tokens": tokens_in + tokens_out})
+
+    async def _reserved_usd(self, ctx: RequestContext, tokens_in: int, tokens_out: int) -> int:
+        if not _any_budget(ctx):
+            return 0
+        prices = await self.prices(self.resolve(ctx.body["model"]))
+        return micro_usd(tokens_in * prices[0] + tokens_out * prices[1]) if prices else 0
+
+
+async def finish(ctx: RequestContext) -> None:
+    """Settle what an admitted request reserved to what it used, and give its slot back; never raises."""
+    held = getattr(ctx, "held", None)
+    if held is None:
+        return
+    ctx.held = None
+    outcome = ctx.outcome
+    produced = outcome.stream is not None and outcome.stream.first_token_at is not None
+    failed = outcome.tokens_in is None and outcome.cost is None and not produced  # nothing was spent: give it back
+    tokens = None if outcome.tokens_in is None else outcome.tokens_in + (outcome.tokens_out or 0)
+    try:
+        async with asyncio.timeout(STORE_TIMEOUT_SECONDS * 4):
+            for charge in held.charges:
+                if charge.kind is Kind.concurrency:
+                    await held.store.release(ctx.request_id, charge)
+                elif charge.kind is Kind.tokens and (tokens is not None or failed):
+                    await held.store.settle(ctx.request_id, charge, tokens or 0, held.admission)
+                elif charge.kind in BUDGET_KINDS and (outcome.cost is not None or failed):
+                    await held.store.settle(ctx.request_id, charge, micro_usd(outcome.cost or 0), held.admission)
+    except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
+        # (a stream that produced tokens whose usage could not be counted keeps its reservation the same way)
+        logger.error("could not settle a request's limits (%s)", type(exc).__name__)
+
+
+def _reserved_tokens(ctx: RequestContext) -> tuple[int, int]:
+    body = ctx.body
+    prompt = math.ceil(len(orjson.dumps(ctx.route.prompt(body))) / 3)
+    asked = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
+    out = (asked if isinstance(asked, int) else ctx.policy.limits.max_tokens) if ctx.route.name in GENERATING else 0
+    return prompt, out
+
+
+def _scopes(ctx: RequestContext) -> list[tuple[str, LimitSet]]:
+    principal, policy = ctx.principal, ctx.policy
+    scopes = [("tenant", ctx.tenant.limits), (f"endpoint:{principal.endpoint}", policy.endpoint_limits)]
+    if principal.user:
+        scopes.append((f"user:{principal.user}", policy.limits.per_user))
+    scopes.append((f"key:{principal.credential_id}", policy.limits.per_key))
+    return scopes
+
+
+def _any_budget(ctx: RequestContext) -> bool:
+    return any(limits.usd_per_day or limits.usd_per_month for _, limits in _scopes(ctx))
+
+
+def _charges(ctx: RequestContext, tokens: int, usd: int):
+    amounts = {Kind.requests: 1, Kind.tokens: tokens, Kind.concurrency: 1, Kind.usd_day: usd, Kind.usd_month: usd}
+    for scope, limits in _scopes(ctx):
+        for kind, name in _FIELDS.items():
+            limit = getattr(limits, name)
+            if limit is not None:
+                value = micro_usd(limit) if kind in BUDGET_KINDS else int(limit)
+                yield Charge(f"gw:lim:{{{ctx.principal.tenant}}}:{scope}:{kind.value}", kind, value, amounts[kind])
+
+
+def _scope(charge: Charge) -> str:
+    return charge.key.split("}:", 1)[1].rsplit(":", 1)[0].split(":", 1)[0]  # tenant | endpoint | user | key
+
+
+def _refusal(admission: Admission) -> GatewayError:
+    charge, retry = admission.refused, admission.retry_after
+    what = f"the {_scope(charge)}'s {_WHAT[charge.kind]}"
+    if retry < 0:
+        return GatewayError(429, f"This request alone exceeds {what} ({_shown(charge, charge.limit)}).",
+                            code=CODES[charge.kind], type="rate_limit_error")
+    seconds = max(1, math.ceil(retry))
+    return GatewayError(429, f"Exceeded {what} ({_shown(charge, charge.limit)}); retry in {seconds} s.",
+                        code=CODES[charge.kind], type="rate_limit_error", headers={"retry-after": str(seconds)})
+
+
+def _shown(charge: Charge, value: int) -> str:
+    return f"${value / 1_000_000:.2f}" if charge.kind in BUDGET_KINDS else str(value)
+
+
+def _headers(charges: list[Charge], admission: Admission, warn_at: int) -> dict[str, str]:
+    """OpenAI's rate-limit headers for the tightest applicable limit of each kind; a budget warning past warn_at."""
+    headers = {}
+    for kind, name in ((Kind.requests, "requests"), (Kind.tokens, "tokens")):
+        applicable = [c for c in charges if c.kind is kind]
+        if applicable:
+            tightest = min(applicable, key=lambda c: admission.remaining[c.key])
+            headers[f"x-ratelimit-limit-{name}"] = str(tightest.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(admission.remaining[tightest.key])
+    for charge in charges:
+        if charge.kind in BUDGET_KINDS:
+            used = 100 - admission.remaining[charge.key] * 100 // charge.limit
+            if used >= warn_at:
+                headers["x-gateway-budget-warning"] = f"{_scope(charge)} {_WHAT[charge.kind]} {used}% used"
+    return headers
