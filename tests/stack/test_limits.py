@@ -19,6 +19,16 @@ def _chat(stack, endpoint: str, model: str = "fake-chat", **extra) -> httpx.Resp
                       json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
 
 
+def most_in_flight(calls: list[dict]) -> int:
+    """The most calls the provider had open at any one moment."""
+    edges = sorted([(c["received_at"], 1) for c in calls] + [(c["finished_at"], -1) for c in calls])
+    most = current = 0
+    for _, step in edges:  # at equal times an end sorts before a start: back to back is not at once
+        current += step
+        most = max(most, current)
+    return most
+
+
 def test_requests_beyond_the_rate_are_refused_with_the_time_to_wait_and_never_reach_the_provider(stack, fake_provider):
     before = len(fake_provider.log())
     with ThreadPoolExecutor(8) as pool:
@@ -40,10 +50,7 @@ def test_no_more_requests_than_the_concurrency_limit_are_in_flight_and_slots_com
         replies = list(pool.map(lambda _: _chat(stack, "narrow", "paced", stream=True), range(6)))
     assert sorted(r.status_code for r in replies).count(200) >= 2
     assert {r.json()["error"]["code"] for r in replies if r.status_code == 429} <= {"concurrency"}
-    calls = [r for r in fake_provider.log()[before:] if r["model"] == "paced"]
-    for call in calls:  # at no moment more than two upstream at once
-        overlapping = [c for c in calls if c["received_at"] < call["finished_at"] and call["received_at"] < c["finished_at"]]
-        assert len(overlapping) <= 2
+    assert most_in_flight([r for r in fake_provider.log()[before:] if r["model"] == "paced"]) <= 2
     # Clients that leave mid-stream give their slots back: 20 of them, then two at once are served.
     for _ in range(20):
         with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers=stack.auth_for("umbrella-narrow"),
@@ -93,3 +100,42 @@ def test_shadow_mode_answers_everything_and_records_the_refusals_enforce_would_m
     assert [d["decision"] for d in decisions] == ["admit", "admit", "refuse", "refuse", "refuse"]
     assert all(d["mode"] == "shadow" for d in decisions)
     assert decisions[2]["code"] == "rate_limit_requests" and decisions[2]["status"] == 429
+
+
+@pytest.fixture(scope="module")
+def second_replica(stack, tmp_path_factory):
+    """Another wrapper in front of the stack's LiteLLM, sharing its config, audit store, keys and Redis."""
+    from tests.support.stack import INTERNAL_SECRET, MASTER_KEY, STACK_REDIS_URL
+    from tests.support.wrapper import start_wrapper
+
+    replica = start_wrapper(tmp_path_factory.mktemp("replica"), {
+        "GATEWAY_CONFIG": str(stack.config), "GATEWAY_LITELLM_CONFIG": str(stack.litellm_config),
+        "GATEWAY_LITELLM_PORT": stack.litellm_url.rsplit(":", 1)[1], "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY,
+        "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET, "GATEWAY_DATABASE_URL": stack.database_url,
+        "GATEWAY_REDIS_URL": STACK_REDIS_URL, "GATEWAY_VAR_DIR": str(stack.config.parent / "var")})
+    yield replica.url
+    replica.stop()
+
+
+def test_two_replicas_share_one_rate_exactly(stack, second_replica, fake_provider):
+    urls = [stack.url, second_replica]
+    headers = stack.auth_for("umbrella-shared-rate")
+    body = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
+    with ThreadPoolExecutor(64) as pool:
+        replies = list(pool.map(lambda i: httpx.post(f"{urls[i % 2]}/v1/chat/completions", json=body, headers=headers,
+                                                     timeout=60), range(100)))
+    statuses = [r.status_code for r in replies]
+    assert statuses.count(200) == 30 and statuses.count(429) == 70
+    assert {r.status_code for r in replies[1::2]} == {200, 429}  # both replicas served and refused
+
+
+def test_two_replicas_never_have_more_than_the_concurrency_limit_in_flight(stack, second_replica, fake_provider):
+    urls = [stack.url, second_replica]
+    headers = stack.auth_for("umbrella-shared-slots")
+    body = {"model": "paced", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    before = len(fake_provider.log())
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: httpx.post(f"{urls[i % 2]}/v1/chat/completions", json=body, headers=headers,
+                                                     timeout=60), range(32)))
+    assert {r.status_code for r in replies} <= {200, 429} and [r.status_code for r in replies].count(200) >= 3
+    assert most_in_flight([r for r in fake_provider.log()[before:] if r["model"] == "paced"]) == 3

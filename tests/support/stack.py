@@ -53,7 +53,7 @@ TENANT_MODELS = {
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
-                    "umbrella": ["burst", "narrow", "watched", "frugal", "tokens"]}
+                    "umbrella": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"]}
 # umbrella's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
 UMBRELLA_LIMITS = {
     "burst": {"mode": "enforce", "requests_per_minute": 5},
@@ -61,6 +61,8 @@ UMBRELLA_LIMITS = {
     "watched": {"mode": "shadow", "requests_per_minute": 2},
     "frugal": {"mode": "enforce", "usd_per_day": 0.01},
     "tokens": {"mode": "enforce", "tokens_per_minute": 400},
+    "shared-rate": {"mode": "enforce", "requests_per_minute": 30},  # met by two replicas at once
+    "shared-slots": {"mode": "enforce", "concurrency": 3},
 }
 STACK_REDIS_URL = "redis://127.0.0.1:6379/3"  # a database of the stack's own, emptied when the stack starts
 # initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;
