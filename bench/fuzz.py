@@ -1,6 +1,6 @@
 """The fuzz run at length: tests/stack/test_fuzz.py against the real stack with many more bodies and queries.
 
-The suite sends 5,000 bodies per model route and 2,000 audit and cost queries; this sends
+The suite sends 3,000 bodies per model route and 2,000 audit and cost queries; this sends
 FUZZ_BODIES (default 50,000) and FUZZ_QUERIES (default 20,000) and writes what came back, by
 status, to bench/results/fuzz.md. A failure (a 500, a hang, an answer outside the OpenAI envelope)
 fails the run and prints hypothesis's smallest failing example.

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the real stack: no body and no query makes it answer 500, hang, or leave the envelope.
 
-5,000 generated bodies per model route (from the published request schema, made hostile: tests/fuzz_bodies.py) and
+3,000 generated bodies per model route (from the published request schema, made hostile: tests/fuzz_bodies.py) and
 2,000 queries to the audit and cost APIs, sent in concurrent batches. bench/fuzz.py runs the same for longer.
 """
 
@@ -25,7 +25,7 @@ from wrapper.routes.embeddings import EMBEDDINGS
 from wrapper.routes.messages import MESSAGES
 from wrapper.routes.responses import RESPONSES
 
-BODIES_PER_ROUTE = int(os.environ.get("GATEWAY_FUZZ_BODIES", 5000))
+BODIES_PER_ROUTE = int(os.environ.get("GATEWAY_FUZZ_BODIES", 3000))
 QUERIES = int(os.environ.get("GATEWAY_FUZZ_QUERIES", 2000))
 BATCH = 20  # sent at once: hypothesis draws one batch per example
 TIMEOUT = int(os.environ.get("GATEWAY_FUZZ_TIMEOUT", 600))  # seconds per test (bench/fuzz.py runs far longer)

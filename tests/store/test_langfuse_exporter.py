@@ -52,7 +52,8 @@ def facts(request_id: str, tenant: str = "acme", failed: bool = False) -> dict:
     return call_facts({
         "model": "fake-chat",
         "litellm_params": {"metadata": {"gateway_tenant_id": tenant, "gateway_request_id": request_id,
-                                        "gateway_user_id": "ada", "gateway_endpoint": "support"}},
+                                        "gateway_user_id": "ada", "gateway_endpoint": "support",
+                                        "gateway_seal": "checked-by-the-guard"}},  # only sealed metadata is read
         "standard_logging_object": {"model_group": "fake-chat", "model": "openai/fake-chat", "prompt_tokens": 11,
                                     "completion_tokens": 7, "response_cost": 0.25,
                                     "error_information": {"error_class": "RateLimitError"} if failed else {}},
