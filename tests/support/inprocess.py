@@ -8,6 +8,7 @@ SQLite file. What crosses processes (LiteLLM itself, PostgreSQL, `gateway up`) i
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,19 +91,26 @@ MODELS = {"fake-chat": {}, "fake-echo": {"echo": True}, "fake-embed": {},
 @pytest.fixture
 async def gateway(tmp_path):
     """A fresh app for one test. Edit `gateway.config` to change policies: the app reloads it on the next request."""
+    async with in_process_gateway(tmp_path) as app:
+        yield app
+
+
+@asynccontextmanager
+async def in_process_gateway(tmp_path, tenant: dict = TENANT, **settings_overrides):
+    """The app with tenant `acme` (`tenant`'s settings) and these settings (redis_url ...)."""
     from wrapper.app import create_app
     from wrapper.audit.migrate import upgrade_database
     from wrapper.config import Role, edit
     from wrapper.settings import Settings
 
     config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump({"tenants": {"acme": TENANT}}))
+    config.write_text(yaml.safe_dump({"tenants": {"acme": tenant}}))
     keys = {name: edit.create_key(config, "acme", name, name, Role.app)[1] for name in ("shadowed", "enforced")}
     keys["acme"] = edit.create_key(config, "acme", "acme", None, Role.app)[1]
     keys["auditor"] = edit.create_key(config, "acme", "auditor", None, Role.auditor)[1]
     models = write_litellm_config(tmp_path / "litellm_config.yaml", "http://unused", {m: {} for m in MODELS})
     settings = Settings(config=config, litellm_config=models, internal_secret="in-process", var_dir=tmp_path / "var",
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}", **settings_overrides)
     await upgrade_database(settings.database_url)
     provider = FakeProvider(MODELS)
     app = create_app(settings, litellm=InProcessLiteLLM(provider))
