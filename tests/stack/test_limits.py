@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -139,3 +142,21 @@ def test_two_replicas_never_have_more_than_the_concurrency_limit_in_flight(stack
                                                      timeout=60), range(32)))
     assert {r.status_code for r in replies} <= {200, 429} and [r.status_code for r in replies].count(200) >= 3
     assert most_in_flight([r for r in fake_provider.log()[before:] if r["model"] == "paced"]) == 3
+
+
+def test_an_operator_sees_the_limits_in_force_and_their_use_now(stack):
+    from tests.support.processes import BIN
+    from tests.support.stack import STACK_REDIS_URL
+
+    for _ in range(2):
+        assert _chat(stack, "watched").status_code == 200  # shadow: counted, never refused
+    shown = subprocess.run([str(BIN / "gateway"), "--config", str(stack.config), "limits", "show", "--tenant",
+                            "umbrella", "--json"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "GATEWAY_REDIS_URL": STACK_REDIS_URL})
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    rows = {(row["scope"], row["kind"]): row for row in report["limits"]}
+    assert rows[("endpoint:watched", "requests")]["limit"] == 2 and rows[("endpoint:watched", "requests")]["used"] >= 2
+    assert rows[("endpoint:frugal", "usd_day")]["used"] <= 0.01
+    assert rows[("endpoint:narrow", "concurrency")]["used"] == 0  # every slot given back
+    assert report["store"] == "redis"

@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     command(config, "check", "validate gateway.yaml against LiteLLM's config; exit 1 naming each problem")
     command(config, "show", "the configuration in force, defaults included, key hashes elided")
 
+    limits = group("limits", "rate limits, concurrency and budgets")
+    shown = command(limits, "show", "the limits in force for a tenant and, on Redis, their use now")
+    shown.add_argument("--tenant", required=True)
+
     db = group("db", "the gateway's database")
     command(db, "upgrade", "apply the schema migrations ($GATEWAY_DATABASE_URL)")
 
@@ -116,6 +120,10 @@ def _run(args, settings: Settings) -> int:
         from wrapper.audit import commands
 
         return commands.run(args, settings)
+    if args.command == "limits":
+        from wrapper.cli import limits
+
+        return limits.run(args, settings)
     from wrapper.cli import manage
 
     return manage.run(args, settings)
