@@ -31,6 +31,7 @@ bench: install
 	$(VENV)/bin/python bench/audit_store.py
 	$(VENV)/bin/python bench/pii.py
 	$(VENV)/bin/python bench/fuzz.py
+	$(VENV)/bin/python bench/limits.py
 
 install: $(VENV)/.installed
 

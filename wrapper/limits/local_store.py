@@ -93,6 +93,10 @@ class LocalLimits:
     async def release(self, request_id: str, charge: Charge) -> None:
         self._leases.get(charge.key, {}).pop(request_id, None)
 
+    async def settle_all(self, request_id: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
+        for charge, amount in used:
+            await self.settle(request_id, charge, amount, admission)
+
     def _prune(self, key: str, now: int) -> OrderedDict:
         entries = self._windows.setdefault(key, OrderedDict())
         while entries:

@@ -4,8 +4,8 @@ One Lua script checks every charge, and only if all fit takes them all: two repl
 requests, can never both take the last unit. Time is Redis' TIME, never a replica's clock. The keys of one
 request share the tenant's hash tag (`{tenant}`), so a Redis Cluster keeps them in one slot.
 
-Per key (see charges.py for the semantics): a window is a sorted set of request ids scored by admission time,
-a hash of their amounts (`:a`) and their total (`:t`); a concurrency key is a sorted set of lease ids scored by
+Per key (see charges.py for the semantics): a window of requests is a sorted set of request ids scored by
+admission time; a window of tokens also keeps a hash of their amounts (`:a`) and their total (`:t`); a concurrency key is a sorted set of lease ids scored by
 expiry; a budget is a counter per period (`:<day>` or `:<yyyymm>`, UTC).
 """
 
@@ -60,15 +60,26 @@ end
 for i = 1, n do
   local key, kind, limit, amount = KEYS[i], kinds[i], limits[i], amounts[i]
   local retry = -1
-  if kind == 'requests' or kind == 'tokens' then
-    local cutoff = now - spans[i]
-    local gone = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)
-    for _, member in ipairs(gone) do
-      local a = tonumber(redis.call('HGET', key .. ':a', member) or '0')
-      redis.call('HDEL', key .. ':a', member)
-      redis.call('DECRBY', key .. ':t', a)
+  if kind == 'requests' then  -- every entry counts one: the set alone
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - spans[i])
+    used[i] = redis.call('ZCARD', key)
+    if used[i] + amount > limit then
+      if amount > limit then return {0, i, -1} end
+      local nth = redis.call('ZRANGE', key, used[i] + amount - limit - 1, used[i] + amount - limit - 1, 'WITHSCORES')
+      return {0, i, tonumber(nth[2]) + spans[i] - now}
     end
-    if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff) end
+  elseif kind == 'tokens' then
+    local cutoff = now - spans[i]
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if oldest[2] and tonumber(oldest[2]) <= cutoff then
+      local gone = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)
+      for _, member in ipairs(gone) do
+        local a = tonumber(redis.call('HGET', key .. ':a', member) or '0')
+        redis.call('HDEL', key .. ':a', member)
+        redis.call('DECRBY', key .. ':t', a)
+      end
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+    end
     used[i] = tonumber(redis.call('GET', key .. ':t') or '0')
     if used[i] + amount > limit then
       if amount <= limit then
@@ -99,7 +110,10 @@ end
 local answer = {1, 0, 0}
 for i = 1, n do
   local key, kind, amount = KEYS[i], kinds[i], amounts[i]
-  if kind == 'requests' or kind == 'tokens' then
+  if kind == 'requests' then
+    redis.call('ZADD', key, now, id)
+    redis.call('PEXPIRE', key, spans[i] * 2)
+  elseif kind == 'tokens' then
     redis.call('ZADD', key, now, id)
     redis.call('HSET', key .. ':a', id, amount)
     redis.call('INCRBY', key .. ':t', amount)
@@ -120,17 +134,21 @@ return answer
 # Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
 # to the period it was reserved in; release a lease.
 SETTLE = """
-local key, kind, id, value, p = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if kind == 'requests' or kind == 'tokens' then
-  local old = redis.call('HGET', key .. ':a', id)
-  if old then
-    redis.call('HSET', key .. ':a', id, value)
-    redis.call('INCRBY', key .. ':t', value - tonumber(old))
+local id = ARGV[1]
+for i = 1, #KEYS do
+  local key, b = KEYS[i], 2 + (i - 1) * 3
+  local kind, value, p = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2]
+  if kind == 'tokens' then
+    local old = redis.call('HGET', key .. ':a', id)
+    if old then
+      redis.call('HSET', key .. ':a', id, value)
+      redis.call('INCRBY', key .. ':t', value - tonumber(old))
+    end
+  elseif kind == 'concurrency' then
+    redis.call('ZREM', key, id)
+  elseif redis.call('EXISTS', key .. ':' .. p) == 1 then
+    redis.call('INCRBY', key .. ':' .. p, value)
   end
-elseif kind == 'concurrency' then
-  redis.call('ZREM', key, id)
-elseif redis.call('EXISTS', key .. ':' .. p) == 1 then
-  redis.call('INCRBY', key .. ':' .. p, value)
 end
 return 1
 """
@@ -166,9 +184,15 @@ class RedisLimits:
 
     async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
         """A window's entry set to `used`; a budget's period given `used - reserved` more (it may be negative)."""
-        value = used - charge.amount if charge.kind in BUDGET_KINDS else used
-        await self._settle(keys=[charge.key], args=[charge.kind.value, request_id, value,
-                                                     admission.periods.get(charge.key, "")])
+        await self.settle_all(request_id, [(charge, used)], admission)
 
     async def release(self, request_id: str, charge: Charge) -> None:
-        await self._settle(keys=[charge.key], args=[Kind.concurrency.value, request_id, 0, ""])
+        await self.settle_all(request_id, [(charge, 0)], Admission(True))
+
+    async def settle_all(self, request_id: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
+        """Every charge of a request settled (windows and budgets) or released (leases), in one round trip."""
+        args: list = [request_id]
+        for charge, amount in used:
+            args += [charge.kind.value, amount - charge.amount if charge.kind in BUDGET_KINDS else amount,
+                     admission.periods.get(charge.key, "")]
+        await self._settle(keys=[charge.key for charge, _ in used], args=args)

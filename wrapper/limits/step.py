@@ -99,15 +99,19 @@ async def finish(ctx: RequestContext) -> None:
     produced = outcome.stream is not None and outcome.stream.first_token_at is not None
     failed = outcome.tokens_in is None and outcome.cost is None and not produced  # nothing was spent: give it back
     tokens = None if outcome.tokens_in is None else outcome.tokens_in + (outcome.tokens_out or 0)
+    used = []
+    for charge in held.charges:
+        if charge.kind is Kind.concurrency:
+            used.append((charge, 0))
+        elif charge.kind is Kind.tokens and (tokens is not None or failed):
+            used.append((charge, tokens or 0))
+        elif charge.kind in BUDGET_KINDS and (outcome.cost is not None or failed):
+            used.append((charge, micro_usd(outcome.cost or 0)))
+    if not used:
+        return
     try:
         async with asyncio.timeout(STORE_TIMEOUT_SECONDS * 4):
-            for charge in held.charges:
-                if charge.kind is Kind.concurrency:
-                    await held.store.release(ctx.request_id, charge)
-                elif charge.kind is Kind.tokens and (tokens is not None or failed):
-                    await held.store.settle(ctx.request_id, charge, tokens or 0, held.admission)
-                elif charge.kind in BUDGET_KINDS and (outcome.cost is not None or failed):
-                    await held.store.settle(ctx.request_id, charge, micro_usd(outcome.cost or 0), held.admission)
+            await held.store.settle_all(ctx.request_id, used, held.admission)
     except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
         # (a stream that produced tokens whose usage could not be counted keeps its reservation the same way)
         logger.error("could not settle a request's limits (%s)", type(exc).__name__)

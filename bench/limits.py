@@ -1,0 +1,130 @@
+"""What admission (rate limits, concurrency, budgets) adds to a request, in one run on this machine.
+
+Two wrappers side by side in front of the fake provider (no LiteLLM, as bench/hot_path.py, so its noise does not
+hide the wrapper's), audit on SQLite: one keeps limits in process, the other on Redis (127.0.0.1:6379, a database of
+its own). Each serves three tenants: `off` (no limits), `typical` (the tenant's requests and tokens per minute and
+concurrency: 3 counters) and `on` (every kind of limit, on the tenant, the endpoint and the key: 11 counters), all
+set high enough never to refuse. So the variants are measured in the same process, alternately, and the difference
+is admission alone.
+
+Prints, per variant: the c=1 latency (p50 and p99 of blocks alternated between variants), its difference to
+limits off in the same process, and CPU time per request at c=8 of the wrapper and of redis-server (/proc).
+Writes bench/results/limits.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import closed_loop, cpu_of, pids_named, request_bytes  # noqa: E402
+from tests.support.identity import gateway_cli  # noqa: E402
+from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
+from tests.support.wrapper import write_tenants  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/7"
+ROUNDS, BLOCK = 12, 300
+CHAT = {"model": "bench", "max_tokens": 16, "messages": [{"role": "user", "content": "Say something short."}]}
+HIGH = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "concurrency": 10**6, "usd_per_day": 10**6,
+        "usd_per_month": 10**7}
+TENANTS = {
+    "off": {"models": ["*"]},
+    "typical": {"models": ["*"], "limits": {"mode": "enforce", "requests_per_minute": 10**9,
+                                            "tokens_per_minute": 10**12, "concurrency": 10**6}},
+    "on": {"models": ["*"], "endpoints": {"app": {"limits": HIGH}},
+           "limits": {"mode": "enforce", **HIGH, "per_key": HIGH}},
+}
+
+
+def main() -> None:
+    workdir = ROOT / "var" / "bench-limits"
+    workdir.mkdir(parents=True, exist_ok=True)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    processes = []
+    try:
+        fake_port = free_port()
+        fake = start([str(BIN / "python"), "-m", "tests.support.fake_provider", "--port", str(fake_port),
+                      "--behaviours", orjson.dumps({"bench": {}}).decode()], workdir / "fake.log")
+        processes.append(fake)
+        wait_until(f"http://127.0.0.1:{fake_port}/_fake/log", 20, fake, workdir / "fake.log")
+        litellm_config = write_litellm_config(workdir / "litellm.yaml", f"http://127.0.0.1:{fake_port}", {"bench": {}})
+        config = workdir / "gateway.yaml"
+        keys = write_tenants(config, TENANTS)
+        keys["on"] = gateway_cli(config, "keys", "create", "--tenant", "on", "--name", "app-bound", "--endpoint", "app")
+        wrappers = {}
+        for name, extra in (("in process", {}), ("Redis", {"GATEWAY_REDIS_URL": REDIS_URL})):
+            port = free_port()
+            env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": "bench-secret",
+                   "GATEWAY_LITELLM_CONFIG": str(litellm_config), "GATEWAY_CONFIG": str(config),
+                   "GATEWAY_VAR_DIR": str(workdir / f"var-{len(wrappers)}"), **extra}
+            gateway_cli(config, "db", "upgrade", env=env)
+            log = workdir / f"wrapper-{len(wrappers)}.log"
+            process = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory",
+                             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                             "--log-level", "warning"], log, env)
+            processes.append(process)
+            wait_until(f"http://127.0.0.1:{port}/healthz", 60, process, log)
+            wrappers[name] = (port, process.pid)
+
+        def request(port: int, tenant: str) -> bytes:
+            return request_bytes("127.0.0.1", port, "/v1/chat/completions", orjson.dumps(CHAT),
+                                 {"content-type": "application/json", "authorization": f"Bearer {keys[tenant]}"})
+
+        targets = {f"{name}, limits {tenant}": (port, pid, request(port, tenant))
+                   for name, (port, pid) in wrappers.items() for tenant in ("off", "typical", "on")}
+        p50s, p99s = {t: [] for t in targets}, {t: [] for t in targets}
+        names = list(targets)
+        for round_index in range(ROUNDS):  # alternated, order rotated: every target sees the same drift
+            for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+                port, _, body = targets[name]
+                closed_loop("127.0.0.1", port, body, 1, total=20)
+                run = closed_loop("127.0.0.1", port, body, 1, total=BLOCK)
+                assert run.non_200() == 0, (name, run.statuses)
+                p50s[name].append(run.p50)
+                p99s[name].append(run.p99)
+        cpu = {}
+        for name, (port, pid, body) in targets.items():
+            redis_pids = pids_named("redis-server")
+            before = (cpu_of([pid]), cpu_of(redis_pids))
+            run = closed_loop("127.0.0.1", port, body, 8, seconds=5)
+            after = (cpu_of([pid]), cpu_of(redis_pids))
+            assert run.non_200() == 0, (name, run.statuses)
+            cpu[name] = ((after[0] - before[0]) / run.count * 1e6, (after[1] - before[1]) / run.count * 1e6, run.rate)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    report = render(p50s, p99s, cpu)
+    print("\n" + report)
+    (ROOT / "bench" / "results" / "limits.md").write_text(report)
+
+
+def render(p50s: dict, p99s: dict, cpu: dict) -> str:
+    lines = [f"# Admission's cost per request ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {ROUNDS} alternated blocks of "
+             f"{BLOCK} requests at c=1)", "",
+             "Wrapper alone in front of the fake provider, audit on SQLite. `typical`: 3 counters per request (the "
+             "tenant's requests and tokens per minute, concurrency); `on`: 11 (requests, tokens, concurrency, USD per "
+             "day and month on the tenant, the endpoint and the key). Tokens and money reserved, then settled in one "
+             "more round trip after the answer.", "",
+             "| variant | p50 ms | p50 added vs off | p99 ms | p99 added vs off | wrapper CPU µs/req (c=8) | "
+             "redis-server CPU µs/req | req/s c=8 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in p50s:
+        base = name.rsplit(",", 1)[0] + ", limits off"
+        added50 = statistics.median(a - b for a, b in zip(p50s[name], p50s[base], strict=True))
+        added99 = statistics.median(a - b for a, b in zip(p99s[name], p99s[base], strict=True))
+        wrapper_cpu, redis_cpu, rate = cpu[name]
+        lines.append(f"| {name} | {statistics.median(p50s[name]):.3f} | {added50:+.3f} | "
+                     f"{statistics.median(p99s[name]):.3f} | {added99:+.3f} | {wrapper_cpu:.0f} | {redis_cpu:.0f} | "
+                     f"{rate:.0f} |")
+    lines += ["", "Added latency is the median over blocks of (this variant's block p50 or p99 minus limits off's in "
+              "the same round, same process). Goal (issue 17): at most +0.3 ms p50 and +1 ms p99 with Redis."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
