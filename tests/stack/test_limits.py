@@ -1,5 +1,5 @@
 """Admission through the whole stack, on Redis: rate limits, concurrency, token and USD budgets, per endpoint of the
-`umbrella` tenant (tests/support/stack.py: UMBRELLA_LIMITS), with what a client and an operator see."""
+`cyberdyne` tenant (tests/support/stack.py: CYBERDYNE_LIMITS), with what a client and an operator see."""
 
 from __future__ import annotations
 
@@ -18,8 +18,22 @@ from tests.support.stack import COST_EACH
 
 
 def _chat(stack, endpoint: str, model: str = "fake-chat", **extra) -> httpx.Response:
-    return httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for(f"umbrella-{endpoint}"), timeout=60,
+    return httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for(f"cyberdyne-{endpoint}"), timeout=60,
                       json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters():
+    """Each test starts from empty counters: other tests (a scan that calls once with every key) count too."""
+    import redis
+
+    from tests.support.stack import STACK_REDIS_URL
+
+    client = redis.Redis.from_url(STACK_REDIS_URL)
+    keys = client.keys("gw:lim:{cyberdyne}:*")
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def most_in_flight(calls: list[dict]) -> int:
@@ -56,7 +70,7 @@ def test_no_more_requests_than_the_concurrency_limit_are_in_flight_and_slots_com
     assert most_in_flight([r for r in fake_provider.log()[before:] if r["model"] == "paced"]) <= 2
     # Clients that leave mid-stream give their slots back: 20 of them, then two at once are served.
     for _ in range(20):
-        with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers=stack.auth_for("umbrella-narrow"),
+        with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers=stack.auth_for("cyberdyne-narrow"),
                           timeout=30, json={"model": "long-stream", "stream": True,
                                             "messages": [{"role": "user", "content": "hi"}]}) as reply:
             if reply.status_code == 200:
@@ -95,7 +109,7 @@ def test_shadow_mode_answers_everything_and_records_the_refusals_enforce_would_m
     request_ids = [uuid.uuid4().hex for _ in range(5)]
     for request_id in request_ids:
         reply = httpx.post(f"{stack.url}/v1/chat/completions", timeout=30,
-                           headers={**stack.auth_for("umbrella-watched"), "x-request-id": request_id},
+                           headers={**stack.auth_for("cyberdyne-watched"), "x-request-id": request_id},
                            json={"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]})
         assert reply.status_code == 200 and "x-ratelimit-limit-requests" not in reply.headers
     decisions = [next(d for d in the_record(stack.database_url, request_id)["decisions"]
@@ -122,7 +136,7 @@ def second_replica(stack, tmp_path_factory):
 
 def test_two_replicas_share_one_rate_exactly(stack, second_replica, fake_provider):
     urls = [stack.url, second_replica]
-    headers = stack.auth_for("umbrella-shared-rate")
+    headers = stack.auth_for("cyberdyne-shared-rate")
     body = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
     with ThreadPoolExecutor(64) as pool:
         replies = list(pool.map(lambda i: httpx.post(f"{urls[i % 2]}/v1/chat/completions", json=body, headers=headers,
@@ -134,7 +148,7 @@ def test_two_replicas_share_one_rate_exactly(stack, second_replica, fake_provide
 
 def test_two_replicas_never_have_more_than_the_concurrency_limit_in_flight(stack, second_replica, fake_provider):
     urls = [stack.url, second_replica]
-    headers = stack.auth_for("umbrella-shared-slots")
+    headers = stack.auth_for("cyberdyne-shared-slots")
     body = {"model": "paced", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     before = len(fake_provider.log())
     with ThreadPoolExecutor(16) as pool:
@@ -151,7 +165,7 @@ def test_an_operator_sees_the_limits_in_force_and_their_use_now(stack):
     for _ in range(2):
         assert _chat(stack, "watched").status_code == 200  # shadow: counted, never refused
     shown = subprocess.run([str(BIN / "gateway"), "--config", str(stack.config), "limits", "show", "--tenant",
-                            "umbrella", "--json"], capture_output=True, text=True, timeout=60,
+                            "cyberdyne", "--json"], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "GATEWAY_REDIS_URL": STACK_REDIS_URL})
     assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)

@@ -49,13 +49,13 @@ TENANT_MODELS = {
     "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
     "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
-    "umbrella": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (UMBRELLA_LIMITS)
+    "cyberdyne": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (CYBERDYNE_LIMITS)
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
-                    "umbrella": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"]}
-# umbrella's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
-UMBRELLA_LIMITS = {
+                    "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"]}
+# cyberdyne's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
+CYBERDYNE_LIMITS = {
     "burst": {"mode": "enforce", "requests_per_minute": 5},
     "narrow": {"mode": "enforce", "concurrency": 2},
     "watched": {"mode": "shadow", "requests_per_minute": 2},
@@ -147,7 +147,7 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
     # The new way: policies on endpoints, each with a mode (initech above keeps the earlier `pii.endpoints` form).
     config["tenants"]["soylent"]["endpoints"].update(watched={"pii": {"mode": "shadow", "action": "redact"}},
                                                      guarded={"pii": {"mode": "enforce", "action": "redact"}})
-    config["tenants"]["umbrella"]["endpoints"].update({name: {"limits": limits} for name, limits in UMBRELLA_LIMITS.items()})
+    config["tenants"]["cyberdyne"]["endpoints"].update({name: {"limits": limits} for name, limits in CYBERDYNE_LIMITS.items()})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return {
         "initech-app": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "initech-app"),
@@ -165,8 +165,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
         "fuzzed-app": gateway_cli(path, "keys", "create", "--tenant", "fuzzed", "--name", "fuzzed-app"),
         **{f"soylent-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "soylent", "--name", endpoint,
                                               "--endpoint", endpoint) for endpoint in ("watched", "guarded", "plain")},
-        **{f"umbrella-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "umbrella", "--name", endpoint,
-                                               "--endpoint", endpoint) for endpoint in UMBRELLA_LIMITS},
+        **{f"cyberdyne-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "cyberdyne", "--name", endpoint,
+                                               "--endpoint", endpoint) for endpoint in CYBERDYNE_LIMITS},
     }
 
 

@@ -89,6 +89,11 @@ class Route(Protocol):
     def prompt(self, body: dict) -> dict: ...
 
 
+def texts_as_prompt(route: Route, body: dict) -> dict:
+    """A prompt to count, for a route whose texts are not messages LiteLLM's counter reads: its user texts, joined."""
+    return {"prompt": "\n".join(container[key] for container, key in route.user_texts(body, frozenset()))}
+
+
 class OpenAIShaped:
     """What the OpenAI-shaped routes share: `data:`-only streams ended by [DONE], usage and model at the top."""
 

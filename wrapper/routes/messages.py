@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import orjson
 
 from wrapper.errors import GatewayError
-from wrapper.routes import OpenAIShaped, Slot, StreamText, Unstreamed
+from wrapper.routes import OpenAIShaped, Slot, StreamText, Unstreamed, texts_as_prompt
 from wrapper.routes.chat import JSON_OBJECT, MODEL, NAME, TEXT, _schema_texts, leaves, texts_at
 from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Number, Object, String, Tagged
 
@@ -180,7 +180,7 @@ class MessagesRoute(OpenAIShaped):
         return b"event: " + str(event.get("type")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
     def prompt(self, body: dict) -> dict:
-        return {"prompt": "\n".join(container[key] for container, key in self.user_texts(body, frozenset()))}
+        return texts_as_prompt(self, body)
 
 
 class CountTokensRoute(Unstreamed):
@@ -199,4 +199,4 @@ class CountTokensRoute(Unstreamed):
         return None
 
     def prompt(self, body: dict) -> dict:
-        return {"prompt": "\n".join(container[key] for container, key in self.user_texts(body, frozenset()))}
+        return texts_as_prompt(self, body)

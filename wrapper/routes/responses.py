@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import orjson
 
 from wrapper.errors import GatewayError
-from wrapper.routes import OpenAIShaped, Slot, StreamText
+from wrapper.routes import OpenAIShaped, Slot, StreamText, texts_as_prompt
 from wrapper.routes.chat import (
     EFFORT, JSON_OBJECT, METADATA, MODEL, NAME, TEXT, _schema_texts, leaves, texts_at,
 )
@@ -238,8 +238,7 @@ class ResponsesRoute(OpenAIShaped):
         return b"event: " + str(event.get("type")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
     def prompt(self, body: dict) -> dict:
-        texts = [container[key] for container, key in self.user_texts(body, frozenset())]
-        return {"prompt": "\n".join(texts)}
+        return texts_as_prompt(self, body)
 
 
 def _content(container: dict, key: str) -> Iterator[Slot]:

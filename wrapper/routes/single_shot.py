@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from wrapper.routes import Slot, Unreadable, Unstreamed
+from wrapper.routes import Slot, Unreadable, Unstreamed, texts_as_prompt
 from wrapper.routes.chat import MODEL, NAME, TEXT, texts_at
 from wrapper.routes.shapes import AnyOf, Array, Boolean, Integer, Number, Object, String, Tagged
 
@@ -155,4 +155,4 @@ class RerankRoute(Unstreamed):
         return {"prompt_tokens": tokens.get("input_tokens"), "completion_tokens": tokens.get("output_tokens")}
 
     def prompt(self, body: dict) -> dict:
-        return {"prompt": "\n".join(container[key] for container, key in self.user_texts(body, frozenset()))}
+        return texts_as_prompt(self, body)
