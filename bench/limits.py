@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import closed_loop, cpu_of, pids_named, request_bytes  # noqa: E402
 from tests.support.identity import gateway_cli  # noqa: E402
 from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
-from tests.support.wrapper import write_tenants  # noqa: E402
+from tests.support.wrapper import start_wrapper, write_tenants  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
 ROUNDS, BLOCK = 12, 300
@@ -58,19 +58,16 @@ def main() -> None:
         keys = write_tenants(config, TENANTS)
         keys["on"] = gateway_cli(config, "keys", "create", "--tenant", "on", "--name", "app-bound", "--endpoint", "app")
         wrappers = {}
-        for name, extra in (("in process", {}), ("Redis", {"GATEWAY_REDIS_URL": REDIS_URL})):
-            port = free_port()
-            env = {"GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": "bench-secret",
-                   "GATEWAY_LITELLM_CONFIG": str(litellm_config), "GATEWAY_CONFIG": str(config),
-                   "GATEWAY_VAR_DIR": str(workdir / f"var-{len(wrappers)}"), **extra}
-            gateway_cli(config, "db", "upgrade", env=env)
-            log = workdir / f"wrapper-{len(wrappers)}.log"
-            process = start([str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory",
-                             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                             "--log-level", "warning"], log, env)
-            processes.append(process)
-            wait_until(f"http://127.0.0.1:{port}/healthz", 60, process, log)
-            wrappers[name] = (port, process.pid)
+        for index, (name, extra) in enumerate((("in process", {}), ("Redis", {"GATEWAY_REDIS_URL": REDIS_URL}))):
+            (workdir / f"wrapper-{index}").mkdir(exist_ok=True)
+            wrapper = start_wrapper(workdir / f"wrapper-{index}", {
+                "GATEWAY_LITELLM_PORT": str(fake_port), "GATEWAY_INTERNAL_SECRET": "bench-secret",
+                "GATEWAY_LITELLM_CONFIG": str(litellm_config), "GATEWAY_CONFIG": str(config), **extra},
+                command=lambda port: [str(BIN / "python"), "-m", "uvicorn", "wrapper.app:create_app", "--factory",
+                                      "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                                      "--no-access-log", "--log-level", "warning"])
+            processes.append(wrapper.process)
+            wrappers[name] = (int(wrapper.url.rsplit(":", 1)[1]), wrapper.process.pid)
 
         def request(port: int, tenant: str) -> bytes:
             return request_bytes("127.0.0.1", port, "/v1/chat/completions", orjson.dumps(CHAT),

@@ -125,3 +125,14 @@ def test_a_broken_messages_stream_ends_with_anthropics_error_event_and_is_record
     assert "event: error" in lines and not any(d["type"] == "message_stop" for d in data)
     record = the_record(stack.database_url, request_id, wait_seconds=5)
     assert record["status"] == 502 and record["stream"] is True
+
+
+@pytest.mark.parametrize("value", ["2023-06-01" + "x" * 300, "2023-06-01\tbeta", "é-version"],
+                         ids=["oversized", "control-character", "non-ascii"])
+def test_a_hostile_anthropic_version_header_is_a_400_naming_it(stack, fake_provider, value):
+    before = len(fake_provider.log())
+    reply = httpx.post(f"{stack.url}/v1/messages", headers={**stack.auth, "anthropic-version": value.encode()},
+                       timeout=30, json={"model": "fake-chat", "max_tokens": 5,
+                                         "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "anthropic-version", reply.text
+    assert len(fake_provider.log()) == before

@@ -181,3 +181,14 @@ def test_a_broken_responses_stream_ends_with_an_error_event_and_is_recorded_as_f
     assert not any('"response.completed"' in event for event in events)
     record = the_record(stack.database_url, request_id, wait_seconds=5)
     assert record["status"] == 502 and record["stream"] is True
+
+
+@pytest.mark.parametrize("query, status", [
+    ({"limit": "abc"}, 400), ({"limit": "1000"}, 400), ({"limit": "-1"}, 400), ({"order": "sideways"}, 400),
+    ({"after": "msg_forged"}, 404), ({"before": "x" * 5000}, 404),
+], ids=["limit-text", "limit-huge", "limit-negative", "order", "after-forged", "before-huge"])
+def test_hostile_input_items_paging_is_refused_and_the_listing_still_works(stack, openai_client, query, status):
+    first = openai_client.responses.create(model="fake-chat", input="page me")
+    reply = httpx.get(f"{stack.url}/v1/responses/{first.id}/input_items", params=query, headers=stack.auth, timeout=30)
+    assert reply.status_code == status and "error" in reply.json(), reply.text
+    assert len(openai_client.responses.input_items.list(first.id).data) == 1

@@ -36,11 +36,12 @@ _OVERHEAD_HEADER = b"x-gateway-overhead-ms"
 
 class AuditMiddleware:
     def __init__(self, app, writer: AuditWriter, observers: tuple[Callable[[dict], None], ...] = (),
-                 finishers: tuple[Callable[[RequestContext], Awaitable[None]], ...] = ()) -> None:
+                 finishers: tuple[Callable[[RequestContext], Awaitable[None] | None], ...] = ()) -> None:
         self.app = app
         self.writer = writer
         self.observers = observers  # see every record once it is built (metrics)
-        self.finishers = finishers  # run once the request has ended, however it ended (admission's settlement)
+        # run once the request has ended, however it ended (admission's settlement); None when there is nothing to do
+        self.finishers = finishers
         self._finishing: set[asyncio.Task] = set()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -63,11 +64,14 @@ class AuditMiddleware:
         self._finish(ctx)  # the outcome is complete now: a stream cut short has been counted
 
     def _finish(self, ctx: RequestContext) -> None:
-        """The finishers, in a task of their own: the client's answer never waits on them."""
+        """The finishers' work, in a task of its own: the client's answer never waits on it. A request that holds
+        nothing (limits off) costs no task."""
         for finisher in self.finishers:
-            task = asyncio.get_running_loop().create_task(finisher(ctx))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
+            work = finisher(ctx)
+            if work is not None:
+                task = asyncio.get_running_loop().create_task(work)
+                self._finishing.add(task)
+                task.add_done_callback(self._finishing.discard)
 
 
 class _Exchange:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import orjson
@@ -89,12 +90,14 @@ class AdmitStep:
         return micro_usd(tokens_in * prices[0] + tokens_out * prices[1]) if prices else 0
 
 
-async def finish(ctx: RequestContext) -> None:
-    """Settle what an admitted request reserved to what it used, and give its slot back; never raises."""
-    held = getattr(ctx, "held", None)
-    if held is None:
-        return
-    ctx.held = None
+def finish(ctx: RequestContext) -> Awaitable[None] | None:
+    """The settlement of what an admitted request holds, to run once it has ended; None when it holds nothing."""
+    held, ctx.held = ctx.held, None
+    return None if held is None else _settle(ctx, held)
+
+
+async def _settle(ctx: RequestContext, held: Held) -> None:
+    """Settle what the request reserved to what it used, and give its slot back; never raises."""
     outcome = ctx.outcome
     produced = outcome.stream is not None and outcome.stream.first_token_at is not None
     failed = outcome.tokens_in is None and outcome.cost is None and not produced  # nothing was spent: give it back

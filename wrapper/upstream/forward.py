@@ -78,16 +78,14 @@ class Upstream:
         if outcome.cost is None and outcome.tokens_in is not None:
             # LiteLLM 1.108.5 leaves the cost header out of some Responses and Messages answers (a race with its
             # own cost callback, seen in the stack tests, not on every call): priced here from the same prices
-            usage = {"prompt_tokens": outcome.tokens_in, "completion_tokens": outcome.tokens_out or 0}
-            await self.usage_counter.price(usage, reply.headers.get("x-litellm-model-id"))
-            outcome.cost = usage.get("cost")
+            outcome.cost = await self.usage_counter.cost_of(outcome.tokens_in, outcome.tokens_out or 0,
+                                                            reply.headers.get("x-litellm-model-id"))
         answer = reply.body
         if reply.status == 200 and ctx.halves:
             ctx.outcome.provider_answer = reply.body  # what the audit may keep: the answer as the provider gave it
             for half in reversed(ctx.halves):
                 answer = half.answer(answer)
-        headers = {**passed_headers(reply.headers), **ctx.response_headers,
-                   "x-gateway-overhead-ms": ctx.overhead_ms(reply.waited_seconds)}
+        headers = _answer_headers(ctx, reply.headers, reply.waited_seconds)
         return Response(answer, status_code=reply.status, headers=headers, media_type="application/json")
 
     async def _binary(self, ctx: RequestContext, body: bytes) -> Response:
@@ -99,17 +97,14 @@ class Upstream:
         if ctx.outcome.cost is None:  # speech: priced per character of what is said
             ctx.outcome.cost = await self.usage_counter.speech_cost(ctx.route.prompt(ctx.body)["prompt"],
                                                                     stream.headers.get("x-litellm-model-id"))
-        headers = {**passed_headers(stream.headers), **ctx.response_headers,
-                   "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
-        return StreamingResponse(stream.chunks, headers=headers,
+        return StreamingResponse(stream.chunks, headers=_answer_headers(ctx, stream.headers, stream.waited_seconds),
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
     async def _stream(self, ctx: RequestContext, body: bytes) -> Response:
         stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
         ctx.outcome.note_headers(stream.headers)
         ctx.outcome.stream = StreamSummary(ctx.route, started_at=ctx.started_at)
-        headers = {**passed_headers(stream.headers), **ctx.response_headers,
-                   "x-gateway-overhead-ms": ctx.overhead_ms(stream.waited_seconds)}
+        headers = _answer_headers(ctx, stream.headers, stream.waited_seconds)
         return EventStreamResponse(self._events(ctx, stream), headers)
 
     async def _events(self, ctx: RequestContext, stream: UpstreamStream) -> AsyncIterator[bytes]:
@@ -121,8 +116,9 @@ class Upstream:
                 summary.observe(event)  # before it is sent: the response path reads the summary at the end
                 if summary.done and summary.usage is not None and "cost" not in summary.usage:
                     # usage without LiteLLM's cost (Anthropic's events): priced before the end event goes out
-                    summary.usage["cost"] = None
-                    await self.usage_counter.price(summary.usage, stream.headers.get("x-litellm-model-id"))
+                    summary.usage["cost"] = await self.usage_counter.cost_of(
+                        summary.usage.get("prompt_tokens"), summary.usage.get("completion_tokens"),
+                        stream.headers.get("x-litellm-model-id"))
                 if not asked_for_usage and _is_usage_only(event):
                     continue  # the gateway asked for it, for the record; the client did not
                 if event.startswith(_DONE):
@@ -183,6 +179,11 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
         body, ctx.upstream_headers["content-type"] = multipart_body(upstream, ctx.upload)
         return body
     return orjson.dumps(upstream)
+
+
+def _answer_headers(ctx: RequestContext, upstream: dict[str, str], waited_seconds: float) -> dict[str, str]:
+    """LiteLLM's headers the client may see, the steps' own (rate limits), and the wrapper's own time."""
+    return {**passed_headers(upstream), **ctx.response_headers, "x-gateway-overhead-ms": ctx.overhead_ms(waited_seconds)}
 
 
 def _still_held(halves: list[ResponseHalf]) -> Iterator[bytes]:

@@ -54,29 +54,20 @@ class StreamUsageCounter:
             usage["cost"] = tokens_in * prices[0] + tokens_out * prices[1]
         return usage
 
-    async def price(self, usage: dict, deployment_id: str | None) -> None:
-        """Add the cost to a stream's usage that came without one (Anthropic's events carry tokens only), at the
-        deployment's prices; left out when they are unknown or the tokens are."""
-        tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    async def cost_of(self, tokens_in: object, tokens_out: object, deployment_id: str | None) -> float | None:
+        """What these tokens cost at the deployment's prices, for usage LiteLLM left unpriced (Anthropic's stream
+        events carry tokens only); None when the prices or the tokens are unknown."""
         if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):
-            return
-        try:
-            async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
-                prices = await self._prices_of(deployment_id)
-        except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
-            logger.warning("could not price a stream's usage (%s)", type(exc).__name__)
-            return
-        if prices is not None:
-            usage["cost"] = tokens_in * prices[0] + tokens_out * prices[1]
+            return None
+        if deployment_id not in self._prices:
+            await self._bounded_refresh()
+        prices = self._prices.get(deployment_id or "")
+        return tokens_in * prices[0] + tokens_out * prices[1] if prices else None
 
     async def speech_cost(self, text: str, deployment_id: str | None) -> float | None:
         """What saying `text` costs at the deployment's price per character (LiteLLM gives no cost for speech)."""
-        try:
-            async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
-                await self._prices_of(deployment_id)
-        except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
-            logger.warning("could not price speech (%s)", type(exc).__name__)
-            return None
+        if deployment_id not in self._per_character:
+            await self._bounded_refresh()
         price = self._per_character.get(deployment_id or "")
         return len(text) * price if price is not None else None
 
@@ -100,12 +91,16 @@ class StreamUsageCounter:
         if group is None:
             return None
         if group not in self._group_prices:
-            try:
-                async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
-                    await self._refresh()
-            except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
-                logger.warning("could not read model prices (%s)", type(exc).__name__)
+            await self._bounded_refresh()
         return self._group_prices.get(group)
+
+    async def _bounded_refresh(self) -> None:
+        """The price list read again, within COUNT_TIMEOUT_SECONDS; a failure leaves the prices as they were."""
+        try:
+            async with asyncio.timeout(COUNT_TIMEOUT_SECONDS):
+                await self._refresh()
+        except (GatewayError, TimeoutError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("could not read model prices (%s)", type(exc).__name__)
 
     async def _refresh(self) -> None:
         """/model/info, read again at most every _PRICES_REFRESH_SECONDS."""
