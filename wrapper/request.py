@@ -74,7 +74,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse(raw: bytes, fields: Object, extra_fields: frozenset[str] = frozenset()) -> dict:
     body = parse_json_object(raw)
     fields.check(body, "", extra_fields)
-    return body
+    # null means absent (as the check read it), and is sent on as absent: LiteLLM's error path fails on a null
+    # `metadata` (a 500 where its 400 was due)
+    return {key: value for key, value in body.items() if value is not None}
 
 
 def parse_json_object(raw: bytes) -> dict:

@@ -154,8 +154,12 @@ def test_two_replicas_never_have_more_than_the_concurrency_limit_in_flight(stack
     with ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda i: httpx.post(f"{urls[i % 2]}/v1/chat/completions", json=body, headers=headers,
                                                      timeout=60), range(32)))
-    assert {r.status_code for r in replies} <= {200, 429} and [r.status_code for r in replies].count(200) >= 3
-    assert most_in_flight([r for r in fake_provider.log()[before:] if r["model"] == "paced"]) == 3
+    refused = [r for r in replies if r.status_code == 429]
+    assert {r.status_code for r in replies} <= {200, 429} and len(replies) - len(refused) >= 3
+    assert refused and {r.json()["error"]["code"] for r in refused} == {"concurrency"}  # the slots were full
+    # at most the limit at the provider (a slot is held from admission to the end, so on a slow machine the
+    # provider may see fewer at once than the gateway held)
+    assert most_in_flight([r for r in fake_provider.log()[before:] if r["model"] == "paced"]) <= 3
 
 
 def test_an_operator_sees_the_limits_in_force_and_their_use_now(stack):

@@ -137,6 +137,14 @@ def test_what_a_client_may_not_send_on_responses_is_refused_by_name(stack, fake_
     assert len(fake_provider.log()) == before
 
 
+def test_a_body_litellm_refuses_with_a_null_metadata_is_its_400_not_a_500(stack):
+    """LiteLLM's error path fails on `"metadata": null` (found by the fuzz test): null is sent on as absent."""
+    reply = httpx.post(f"{stack.url}/v1/responses", headers=stack.auth, timeout=30, json={
+        "model": "fake-chat", "input": "hi", "metadata": None,
+        "tools": [{"type": "file_search", "vector_store_ids": [""]}]})
+    assert reply.status_code == 400 and "vector_store_ids" in reply.json()["error"]["message"], reply.text
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_pii_in_input_and_instructions_never_reaches_the_provider_and_is_restored(stack, fake_provider, stream):
     marker = uuid.uuid4().hex
