@@ -14,6 +14,7 @@ Writes bench/results/limits.md.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_unti
 from tests.support.wrapper import start_wrapper, write_tenants  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
-ROUNDS, BLOCK = 12, 300
+ROUNDS, BLOCK = int(os.environ.get("BENCH_ROUNDS", 12)), 300
 CHAT = {"model": "bench", "max_tokens": 16, "messages": [{"role": "user", "content": "Say something short."}]}
 HIGH = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "concurrency": 10**6, "usd_per_day": 10**6,
         "usd_per_month": 10**7}

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI, Request
-from redis.asyncio import Redis
 from starlette.responses import Response
 
 from wrapper.audit.api import audit_router
@@ -38,6 +37,7 @@ from wrapper.observability.tracing import TracingMiddleware, configure_tracing, 
 from wrapper.pii import PiiScanner, PiiStep
 from wrapper.limits.local_store import LocalLimits
 from wrapper.limits.redis_store import RedisLimits
+from wrapper.redis_link import RedisLink
 from wrapper.limits.step import AdmitStep
 from wrapper.limits.step import finish as finish_admission
 from wrapper.model_routes import ModelRoutes
@@ -88,8 +88,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
 
     ownership = OwnershipStep(ObjectIds(signer.derived_key("gateway object ids v1")))
-    limits = RedisLimits(Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)) \
-        if settings.redis_url else LocalLimits()
+    redis = RedisLink(settings.redis_url, connect_timeout=0.5) if settings.redis_url else None
+    limits = RedisLimits(redis) if redis else LocalLimits()
     usage_counter = StreamUsageCounter(litellm)
     pipeline = Pipeline([
         ownership,  # 1b. ids of stored objects (responses): only the tenant's own, on every route that names them
@@ -142,6 +142,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         await checkpoint_all(audit_store, signer)
         await audit_store.close()
         await litellm.aclose()
+        if redis:
+            await redis.close()
 
     # The API routes: compliance, finance, the model list, probes and metrics.
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=NO_FASTAPI_TELEMETRY)

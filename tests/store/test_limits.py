@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
+from wrapper.redis_link import RedisLink
+
 from wrapper.limits.charges import MICRO, Charge, Kind, micro_usd
 from wrapper.limits.local_store import LocalLimits, budget_period
 from wrapper.limits.redis_store import _CALENDAR, RedisLimits
@@ -26,10 +28,10 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 @pytest.fixture
 async def replicas():
     """Two stores on one Redis, as two wrapper replicas would hold them."""
-    clients = [Redis.from_url(REDIS_URL) for _ in range(2)]
-    yield [RedisLimits(client, lease_seconds=0.5, window_ms=2000) for client in clients]
-    for client in clients:
-        await client.aclose()
+    links = [RedisLink(REDIS_URL) for _ in range(2)]
+    yield [RedisLimits(link, lease_seconds=0.5, window_ms=2000) for link in links]
+    for link in links:
+        await link.close()
 
 
 def key(kind: str) -> str:

@@ -3,39 +3,15 @@ closed policies refuse at once (503), open ones answer, both say so in the recor
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import httpx
 import pytest
-import redis
 
 from tests.support.inprocess import TENANT, in_process_gateway
-from tests.support.processes import free_port
 
 BODY = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
 LIMITS = {"mode": "enforce", "requests_per_minute": 3}
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
-
-    def start():
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                return process
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    server = {"process": start(), "start": start, "url": f"redis://127.0.0.1:{port}/0"}
-    yield server
-    server["process"].terminate()
-    server["process"].wait()
 
 
 async def _decision(app, request_id: str) -> dict:

@@ -11,9 +11,8 @@ expiry; a budget is a counter per period (`:<day>` or `:<yyyymm>`, UTC).
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from wrapper.limits.charges import BUDGET_KINDS, WINDOW_KINDS, WINDOW_MS, Admission, Charge, Kind
+from wrapper.redis_link import RedisLink, Script
 
 # Days since 1970-01-01 to (year, month) and back: H. Hinnant's civil-calendar algorithms (Redis' Lua has no `os`).
 _CALENDAR = """
@@ -47,7 +46,7 @@ local function period(kind, now)
 end
 """
 
-ADMIT = _CALENDAR + """
+ADMIT = Script(_CALENDAR + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = ARGV[1]
@@ -129,11 +128,11 @@ for i = 1, n do
   answer[#answer + 1] = periods[i] or ''
 end
 return answer
-"""
+""")
 
 # Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
 # to the period it was reserved in; release a lease.
-SETTLE = """
+SETTLE = Script("""
 local id = ARGV[1]
 for i = 1, #KEYS do
   local key, b = KEYS[i], 2 + (i - 1) * 3
@@ -151,16 +150,14 @@ for i = 1, #KEYS do
   end
 end
 return 1
-"""
+""")
 
 
 class RedisLimits:
-    def __init__(self, redis: Redis, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS) -> None:
+    def __init__(self, redis: RedisLink, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS) -> None:
         self.redis = redis
         self.lease_ms = int(lease_seconds * 1000)  # a lease outlives any request; a dead replica's expire
         self.window_ms = window_ms
-        self._admit = redis.register_script(ADMIT)
-        self._settle = redis.register_script(SETTLE)
 
     async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
         if not charges:
@@ -169,7 +166,7 @@ class RedisLimits:
         for charge in charges:
             span = self.window_ms if charge.kind in WINDOW_KINDS else self.lease_ms
             args += [charge.kind.value, charge.limit, charge.amount, span]
-        answer = await self._admit(keys=[c.key for c in charges], args=args)
+        answer = await self.redis.run(ADMIT, [c.key for c in charges], args)
         if int(answer[0]) == 0:
             refused = charges[int(answer[1]) - 1]
             retry_ms = int(answer[2])
@@ -195,4 +192,4 @@ class RedisLimits:
         for charge, amount in used:
             args += [charge.kind.value, amount - charge.amount if charge.kind in BUDGET_KINDS else amount,
                      admission.periods.get(charge.key, "")]
-        await self._settle(keys=[charge.key for charge, _ in used], args=args)
+        await self.redis.run(SETTLE, [charge.key for charge, _ in used], args)
