@@ -46,7 +46,19 @@ def most_in_flight(calls: list[dict]) -> int:
     return most
 
 
+def _seconds(duration: str) -> float:
+    """OpenAI's x-ratelimit-reset-* form (`20ms`, `1.5s`, `6m0s`) in seconds."""
+    if duration.endswith("ms"):
+        return int(duration[:-2]) / 1000
+    minutes, _, seconds = duration[:-1].rpartition("m")
+    return int(minutes or 0) * 60 + float(seconds)
+
+
 def test_requests_beyond_the_rate_are_refused_with_the_time_to_wait_and_never_reach_the_provider(stack, fake_provider):
+    from tests.stack.test_metrics import sample, scrape
+
+    refusals_before = sample(scrape(stack), "gateway_limit_decisions_total", tenant="cyberdyne", endpoint="burst",
+                             mode="enforce", decision="refuse", limit="requests")
     before = len(fake_provider.log())
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: _chat(stack, "burst"), range(8)))
@@ -59,6 +71,11 @@ def test_requests_beyond_the_rate_are_refused_with_the_time_to_wait_and_never_re
         assert 55 <= int(reply.headers["retry-after"]) <= 60  # the first of the five leaves the window then
     assert {r.headers["x-ratelimit-limit-requests"] for r in served} == {"5"}
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in served) == [0, 1, 2, 3, 4]
+    # the first of the five leaves the window within a minute: then one more may come
+    assert all(50 < _seconds(r.headers["x-ratelimit-reset-requests"]) <= 60 for r in served)
+    samples = scrape(stack)
+    assert sample(samples, "gateway_limit_decisions_total", tenant="cyberdyne", endpoint="burst", mode="enforce",
+                  decision="refuse", limit="requests") == refusals_before + 3
 
 
 def test_no_more_requests_than_the_concurrency_limit_are_in_flight_and_slots_come_back(stack, fake_provider):
@@ -80,20 +97,33 @@ def test_no_more_requests_than_the_concurrency_limit_are_in_flight_and_slots_com
         assert [r.status_code for r in pool.map(lambda _: _chat(stack, "narrow"), range(2))] == [200, 200]
 
 
-def test_a_daily_budget_is_never_overspent_and_says_when_it_resets(stack):
+def test_a_daily_budget_is_never_overspent_warns_before_and_says_when_it_resets(stack):
     """$0.01 a day; each answer costs $0.0025 and reserves a little more up front (its prompt and max_tokens)."""
-    served, spent = 0, 0.0
+    served, spent, answers = 0, 0.0, []
     for _ in range(10):
-        reply = _chat(stack, "frugal", max_tokens=7)
+        request_id = uuid.uuid4().hex
+        reply = httpx.post(f"{stack.url}/v1/chat/completions", timeout=60,
+                           headers={**stack.auth_for("cyberdyne-frugal"), "x-request-id": request_id},
+                           json={"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7})
         if reply.status_code != 200:
             break
         served += 1
         spent += float(reply.headers["x-litellm-response-cost"])
+        answers.append((request_id, reply.headers.get("x-gateway-budget-warning")))
         time.sleep(0.2)  # the settlement follows the answer
     assert reply.status_code == 429 and reply.json()["error"]["code"] == "budget_exceeded"
     assert served >= 2 and spent <= 0.01 + 1e-9 and served * COST_EACH == pytest.approx(spent)
     now = time.gmtime()
     assert abs(int(reply.headers["retry-after"]) - (86400 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec))) <= 2
+    # the endpoint warns at 50%: the first answer (a quarter of the budget) does not, the last (with its
+    # reservation, past half) says so, and so does its record
+    last_id, warning = answers[-1]
+    assert answers[0][1] is None and warning and warning.startswith("endpoint daily budget ") and \
+        int(warning.split()[-2].rstrip("%")) >= 50
+    admitted = next(d for d in the_record(stack.database_url, last_id)["decisions"] if d["step"] == "admit")
+    [budget] = admitted["budgets"]
+    assert (budget["scope"], budget["kind"], budget["limit_usd"]) == ("endpoint:frugal", "usd_day", 0.01)
+    assert budget["used_usd"] >= 0.005 and admitted["budget_warning"] == warning
 
 
 def test_tokens_are_reserved_up_front_and_a_request_that_alone_exceeds_the_limit_is_refused(stack):

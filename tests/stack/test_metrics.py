@@ -90,10 +90,14 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_wrapper_exports(stack):
     with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers=stack.auth, timeout=30,  # a TTFT sample
                       json={"model": "paced", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as r:
         assert r.status_code == 200 and list(r.iter_lines())
+    for endpoint in ("frugal", "burst"):  # a budget's use, and admission decisions
+        httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for(f"cyberdyne-{endpoint}"), timeout=30,
+                   json={"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
     dashboard = json.loads((Path(__file__).parents[2] / "helm" / "dashboards" / "llm-gateway.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     named = {name for expr in exprs for name in re.findall(r"\b(gateway_[a-z_]+)\b", expr)}
     scraped = {name for name, _ in scrape(stack)}
     assert named and named <= scraped, named - scraped
     assert {"gateway_cost_usd_total", "gateway_request_duration_seconds_bucket",
-            "gateway_time_to_first_token_seconds_bucket"} <= named  # spend, latency and TTFT are all there
+            "gateway_time_to_first_token_seconds_bucket", "gateway_budget_used_usd",
+            "gateway_limit_decisions_total"} <= named  # spend, latency, TTFT, budgets and refusals are all there

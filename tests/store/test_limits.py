@@ -165,3 +165,29 @@ async def test_in_process_the_same_semantics_hold_on_its_own_clock():
     assert not (await store.admit("m3", [budget])).admitted
     await store.settle("m1", budget, 0, first)  # cost nothing after all
     assert (await store.admit("m3", [budget])).admitted
+
+
+async def test_resets_say_when_the_oldest_entry_leaves_the_window_on_both_stores(replicas):
+    """x-ratelimit-reset-*: Redis and in process agree; a budget's reset is its period's end."""
+    rpm = Charge(key("requests"), Kind.requests, limit=10, amount=1)
+    first = await replicas[0].admit("a", [rpm])
+    await asyncio.sleep(0.5)
+    second = await replicas[1].admit("b", [rpm])
+    assert 1.9 <= first.resets[rpm.key] <= 2.0 and 1.4 <= second.resets[rpm.key] <= 1.55  # a 2 s window
+    assert abs(second.at_ms - first.at_ms - 500) < 100  # admission times on Redis' clock
+
+    now = [1_000_000.0]
+    local = LocalLimits(clock=lambda: now[0], window_ms=2000)
+    budget = Charge("local:usd_day", Kind.usd_day, limit=100, amount=1)
+    assert (await local.admit("a", [rpm, budget])).resets[rpm.key] == 2.0
+    now[0] += 0.5
+    admitted = await local.admit("b", [rpm, budget])
+    assert admitted.resets[rpm.key] == 1.5 and admitted.at_ms == 1_000_000_500
+    assert admitted.resets[budget.key] == (budget_period(Kind.usd_day, 1_000_000_500)[1] - 1_000_000_500) / 1000
+
+
+def test_reset_durations_are_written_as_openai_writes_them():
+    from wrapper.limits.step import duration
+
+    assert [duration(s) for s in (0.02, 0.9994, 1.5, 59.25, 60, 361, 7322)] == \
+        ["20ms", "999ms", "1.5s", "59.25s", "1m0s", "6m1s", "2h2m2s"]

@@ -59,7 +59,7 @@ CYBERDYNE_LIMITS = {
     "burst": {"mode": "enforce", "requests_per_minute": 5},
     "narrow": {"mode": "enforce", "concurrency": 2},
     "watched": {"mode": "shadow", "requests_per_minute": 2},
-    "frugal": {"mode": "enforce", "usd_per_day": 0.01},
+    "frugal": {"mode": "enforce", "usd_per_day": 0.01, "warn_at_percent": 50},
     "tokens": {"mode": "enforce", "tokens_per_minute": 400},
     "shared-rate": {"mode": "enforce", "requests_per_minute": 30},  # met by two replicas at once
     "shared-slots": {"mode": "enforce", "concurrency": 3},

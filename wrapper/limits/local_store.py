@@ -74,7 +74,19 @@ class LocalLimits:
                 slot = f"{key}:{periods[key]}"
                 self._budgets[slot] = self._budgets.get(slot, 0) + charge.amount
         remaining = {c.key: c.limit - used[c.key] - c.amount for c in charges}
-        return Admission(True, remaining=remaining, periods=periods)
+        return Admission(True, remaining=remaining, periods=periods, resets=self._resets(charges, now), at_ms=now)
+
+    def _resets(self, charges: list[Charge], now: int) -> dict[str, float]:
+        resets = {}
+        for charge in charges:
+            if charge.kind in WINDOW_KINDS:
+                oldest = next(iter(self._windows[charge.key].values()))[0]
+                resets[charge.key] = (oldest + self.window_ms - now) / 1000
+            elif charge.kind in BUDGET_KINDS:
+                resets[charge.key] = (budget_period(charge.kind, now)[1] - now) / 1000
+            else:
+                resets[charge.key] = 0.0
+        return resets
 
     async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
         if charge.kind in WINDOW_KINDS:

@@ -51,7 +51,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = ARGV[1]
 local n = #KEYS
-local kinds, limits, amounts, spans, used, pkeys, periods = {}, {}, {}, {}, {}, {}, {}
+local kinds, limits, amounts, spans, used, pkeys, periods, resets = {}, {}, {}, {}, {}, {}, {}, {}
 for i = 1, n do
   local b = 2 + (i - 1) * 4
   kinds[i], limits[i], amounts[i], spans[i] = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
@@ -67,6 +67,8 @@ for i = 1, n do
       local nth = redis.call('ZRANGE', key, used[i] + amount - limit - 1, used[i] + amount - limit - 1, 'WITHSCORES')
       return {0, i, tonumber(nth[2]) + spans[i] - now}
     end
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    resets[i] = first[2] and tonumber(first[2]) + spans[i] - now or spans[i]
   elseif kind == 'tokens' then
     local cutoff = now - spans[i]
     local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -91,6 +93,8 @@ for i = 1, n do
       end
       return {0, i, retry}
     end
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    resets[i] = first[2] and tonumber(first[2]) + spans[i] - now or spans[i]
   elseif kind == 'concurrency' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     used[i] = redis.call('ZCARD', key)
@@ -104,9 +108,10 @@ for i = 1, n do
     used[i] = tonumber(redis.call('GET', pkeys[i]) or '0')
     if used[i] + amount > limit then return {0, i, amount <= limit and ends - now or -1} end
     spans[i] = ends - now
+    resets[i] = spans[i]
   end
 end
-local answer = {1, 0, 0}
+local answer = {1, now, 0}
 for i = 1, n do
   local key, kind, amount = KEYS[i], kinds[i], amounts[i]
   if kind == 'requests' then
@@ -126,6 +131,7 @@ for i = 1, n do
   end
   answer[#answer + 1] = limits[i] - used[i] - amount
   answer[#answer + 1] = periods[i] or ''
+  answer[#answer + 1] = resets[i] or 0
 end
 return answer
 """)
@@ -171,13 +177,13 @@ class RedisLimits:
             refused = charges[int(answer[1]) - 1]
             retry_ms = int(answer[2])
             return Admission(False, refused, retry_ms / 1000 if retry_ms >= 0 else -1.0)
-        remaining, periods = {}, {}
+        remaining, periods, resets = {}, {}, {}
         for index, charge in enumerate(charges):
-            remaining[charge.key] = int(answer[3 + 2 * index])
-            period = answer[4 + 2 * index]
+            left, period, reset_ms = answer[3 + 3 * index:6 + 3 * index]
+            remaining[charge.key], resets[charge.key] = int(left), int(reset_ms) / 1000
             if charge.kind in BUDGET_KINDS:
                 periods[charge.key] = period.decode() if isinstance(period, bytes) else str(period)
-        return Admission(True, remaining=remaining, periods=periods)
+        return Admission(True, remaining=remaining, periods=periods, resets=resets, at_ms=int(answer[1]))
 
     async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
         """A window's entry set to `used`; a budget's period given `used - reserved` more (it may be negative)."""

@@ -79,9 +79,18 @@ class AdmitStep:
             return StepResult("refuse", {"limit": admission.refused.kind.value, "scope": _scope(admission.refused)},
                               refusal=_refusal(admission))
         ctx.held = Held(self.store, charges, admission)
+        budgets = _budgets(charges, admission)
+        warning = _budget_warning(budgets, ctx.policy.limits.warn_at_percent)
         if ctx.policy.limits.mode is Mode.enforce:  # in shadow, nothing the client sees changes
-            ctx.response_headers.update(_headers(charges, admission, ctx.policy.limits.warn_at_percent))
-        return StepResult("admit", {"reserved_tokens": tokens_in + tokens_out})
+            ctx.response_headers.update(_headers(charges, admission))
+            if warning:
+                ctx.response_headers["x-gateway-budget-warning"] = warning
+        detail = {"reserved_tokens": tokens_in + tokens_out, "at": admission.at_ms}
+        if budgets:
+            detail["budgets"] = budgets
+        if warning:
+            detail["budget_warning"] = warning
+        return StepResult("admit", detail)
 
     async def _reserved_usd(self, ctx: RequestContext, tokens_in: int, tokens_out: int) -> int:
         if not _any_budget(ctx):
@@ -170,8 +179,8 @@ def _shown(charge: Charge, value: int) -> str:
     return f"${value / 1_000_000:.2f}" if charge.kind in BUDGET_KINDS else str(value)
 
 
-def _headers(charges: list[Charge], admission: Admission, warn_at: int) -> dict[str, str]:
-    """OpenAI's rate-limit headers for the tightest applicable limit of each kind; a budget warning past warn_at."""
+def _headers(charges: list[Charge], admission: Admission) -> dict[str, str]:
+    """OpenAI's rate-limit headers for the tightest applicable limit of each kind (the one with least remaining)."""
     headers = {}
     for kind, name in ((Kind.requests, "requests"), (Kind.tokens, "tokens")):
         applicable = [c for c in charges if c.kind is kind]
@@ -179,9 +188,38 @@ def _headers(charges: list[Charge], admission: Admission, warn_at: int) -> dict[
             tightest = min(applicable, key=lambda c: admission.remaining[c.key])
             headers[f"x-ratelimit-limit-{name}"] = str(tightest.limit)
             headers[f"x-ratelimit-remaining-{name}"] = str(admission.remaining[tightest.key])
-    for charge in charges:
-        if charge.kind in BUDGET_KINDS:
-            used = 100 - admission.remaining[charge.key] * 100 // charge.limit
-            if used >= warn_at:
-                headers["x-gateway-budget-warning"] = f"{_scope(charge)} {_WHAT[charge.kind]} {used}% used"
+            headers[f"x-ratelimit-reset-{name}"] = duration(admission.resets.get(tightest.key, 0.0))
     return headers
+
+
+def duration(seconds: float) -> str:
+    """A time as OpenAI writes it in x-ratelimit-reset-*: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60}m{rest}s"
+
+
+def _budgets(charges: list[Charge], admission: Admission) -> list[dict]:
+    """Each budget's use with this request's reservation, for the record, the metrics and the warning."""
+    return [{"scope": _scope_name(charge), "kind": charge.kind.value, "period": admission.periods.get(charge.key, ""),
+             "used_usd": (charge.limit - admission.remaining[charge.key]) / 1_000_000, "limit_usd": charge.limit / 1_000_000}
+            for charge in charges if charge.kind in BUDGET_KINDS]
+
+
+def _budget_warning(budgets: list[dict], warn_at: int) -> str | None:
+    """The budget most used, once past warn_at percent."""
+    worst = max(budgets, key=lambda b: b["used_usd"] / b["limit_usd"] if b["limit_usd"] else 1.0, default=None)
+    if worst is None:
+        return None
+    used = 100 if not worst["limit_usd"] else int(worst["used_usd"] * 100 // worst["limit_usd"])
+    if used < warn_at:
+        return None
+    return f"{worst['scope'].split(':', 1)[0]} {_WHAT[Kind(worst['kind'])]} {used}% used"
+
+
+def _scope_name(charge: Charge) -> str:
+    """tenant, endpoint:E, user:U or key:K."""
+    return charge.key.split("}:", 1)[1].rsplit(":", 1)[0]

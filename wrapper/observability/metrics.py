@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -50,6 +50,16 @@ class GatewayMetrics:
         self.decisions = Counter("gateway_policy_decisions", "What each pipeline step did (mode enforce) or would have "
                                  "done (mode shadow), by tenant, endpoint, step, mode and decision.",
                                  ["tenant", "endpoint", "step", "mode", "decision"], registry=registry)
+        self.admissions = Counter("gateway_limit_decisions", "Admission (rate limits, concurrency, budgets): admitted, "
+                                  "refused by which limit, or the store unavailable; by tenant, endpoint and mode.",
+                                  ["tenant", "endpoint", "mode", "decision", "limit"], registry=registry)
+        self.budget_used = Gauge("gateway_budget_used_usd", "A budget's use (spent and reserved) at the last "
+                                 "admission, by tenant, scope (tenant or endpoint:E) and kind (usd_day, usd_month).",
+                                 ["tenant", "scope", "kind"], registry=registry)
+        self.budget_limit = Gauge("gateway_budget_limit_usd", "A budget's limit, as gateway_budget_used_usd.",
+                                  ["tenant", "scope", "kind"], registry=registry)
+        self.budget_warnings = Counter("gateway_budget_warnings", "Answers that carried a budget warning (use past "
+                                       "warn_at_percent).", ["tenant", "endpoint"], registry=registry)
         self.users_labelled = users_labelled
         self._children: dict[tuple, object] = {}  # (metric, labels) -> its series: labels() locks and checks each call
         self._users: set[tuple[str, str]] = set()
@@ -74,11 +84,24 @@ class GatewayMetrics:
             series(self.cost, *labels).inc(record["cost"])
         for decision in record.get("decisions") or ():  # steps and their words are the gateway's: bounded labels
             series(self.decisions, labels[0], labels[1], decision["step"], decision["mode"], decision["decision"]).inc()
+            if decision["step"] == "admit":
+                self._admission(labels[0], labels[1], decision)
         if self.users_labelled and record.get("model") and record.get("user"):
             user = self._bounded_user(record["tenant"], record["user"])
             self.user_requests.labels(record["tenant"], user).inc()
             if record.get("cost"):
                 self.user_cost.labels(record["tenant"], user).inc(record["cost"])
+
+    def _admission(self, tenant: str, endpoint: str, decision: dict) -> None:
+        series = self._series
+        series(self.admissions, tenant, endpoint, decision["mode"], decision["decision"],
+               decision.get("limit", "")).inc()
+        for budget in decision.get("budgets") or ():
+            if budget["scope"].startswith(("tenant", "endpoint:")):  # per user or key: unbounded, the record has them
+                series(self.budget_used, tenant, budget["scope"], budget["kind"]).set(budget["used_usd"])
+                series(self.budget_limit, tenant, budget["scope"], budget["kind"]).set(budget["limit_usd"])
+        if decision.get("budget_warning"):
+            series(self.budget_warnings, tenant, endpoint).inc()
 
     def _series(self, metric, *labels: str):
         """The metric's series for these labels (bounded by the config, so is this cache)."""
