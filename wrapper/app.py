@@ -35,6 +35,7 @@ from wrapper.observability.metrics import GatewayMetrics
 from wrapper.observability.request_id import RequestIdMiddleware
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.pii import PiiScanner, PiiStep
+from wrapper.limits.budgets_api import budgets_router
 from wrapper.limits.local_store import LocalLimits
 from wrapper.limits.redis_store import RedisLimits
 from wrapper.redis_link import RedisLink
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     app.include_router(response_lookups(litellm, ownership, settings.internal_secret.encode(), admit_caller))
     app.include_router(audit_router(audit_store, signer, admit_caller))  # compliance reads the log
     app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
+    app.include_router(budgets_router(limits, gateway_config, admit_caller, shared=redis is not None))  # and budgets
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:

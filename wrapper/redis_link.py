@@ -93,6 +93,13 @@ class RedisLink:
             raise ResponseError(str(reply))
         return reply
 
+    async def call(self, *args: object) -> object:
+        """Any command's reply (SCAN, for reports off the hot path); errors as `run`."""
+        reply = await self._call(command(*args))
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+        return reply
+
     async def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()

@@ -126,6 +126,27 @@ def test_a_daily_budget_is_never_overspent_warns_before_and_says_when_it_resets(
     assert budget["used_usd"] >= 0.005 and admitted["budget_warning"] == warning
 
 
+def test_finance_sees_each_budgets_use_in_its_period_and_only_its_own_tenants(stack):
+    spent = sum(float(_chat(stack, "frugal", max_tokens=7).headers["x-litellm-response-cost"]) for _ in range(2))
+    time.sleep(0.3)  # settled after the answers
+    reply = httpx.get(f"{stack.url}/v1/costs/budgets", headers=stack.auth_for("cyberdyne-finance"), timeout=30)
+    assert reply.status_code == 200, reply.text
+    rows = {(row["scope"], row["kind"]): row for row in reply.json()["data"]}
+    frugal = rows[("endpoint:frugal", "usd_day")]
+    assert frugal["tenant"] == "cyberdyne" and frugal["limit_usd"] == 0.01
+    assert frugal["used_usd"] == pytest.approx(spent) and frugal["remaining_usd"] == pytest.approx(0.01 - spent)
+    assert frugal["period"] == time.strftime("%Y-%m-%d", time.gmtime()) and reply.json()["store"] == "redis"
+    # another tenant's finance, an app key, a forged tenant parameter: refused, nothing about cyberdyne leaks
+    for headers, query in ((stack.auth_for("acme-finance"), "?tenant=cyberdyne"), (stack.auth_for("cyberdyne-frugal"), ""),
+                           (stack.auth_for("acme-finance"), "?tenant=cyberdyne%00")):
+        refused = httpx.get(f"{stack.url}/v1/costs/budgets{query}", headers=headers, timeout=30)
+        assert refused.status_code == 403 and "frugal" not in refused.text, refused.text
+    own = httpx.get(f"{stack.url}/v1/costs/budgets", headers=stack.auth_for("acme-finance"), timeout=30)
+    assert own.status_code == 200 and {row["tenant"] for row in own.json()["data"]} <= {"acme"}
+    every = httpx.get(f"{stack.url}/v1/costs/budgets", headers=stack.auth_for("admin"), timeout=30).json()["data"]
+    assert ("cyberdyne", "endpoint:frugal") in {(row["tenant"], row["scope"]) for row in every}
+
+
 def test_tokens_are_reserved_up_front_and_a_request_that_alone_exceeds_the_limit_is_refused(stack):
     alone = _chat(stack, "tokens", max_tokens=1000)  # 1,000 completion tokens could never fit 400 a minute
     assert alone.status_code == 429 and alone.json()["error"]["code"] == "rate_limit_tokens"

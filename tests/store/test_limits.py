@@ -191,3 +191,25 @@ def test_reset_durations_are_written_as_openai_writes_them():
 
     assert [duration(s) for s in (0.02, 0.9994, 1.5, 59.25, 60, 361, 7322)] == \
         ["20ms", "999ms", "1.5s", "59.25s", "1m0s", "6m1s", "2h2m2s"]
+
+
+@pytest.mark.parametrize("where", ["redis", "in process"])
+async def test_the_report_reads_each_keys_counters_without_charging_them(replicas, where):
+    """What `gateway limits show` and /v1/costs/budgets read: per-key counters found, their use now, nothing taken."""
+    from wrapper.config.models import Tenant
+    from wrapper.limits.report import usage
+
+    tenant_id = f"t-{uuid.uuid4().hex[:8]}"
+    tenant = Tenant.model_validate({"models": ["*"], "limits": {"mode": "enforce", "per_key": {
+        "requests_per_minute": 10, "concurrency": 4, "usd_per_day": 2.0}}})
+    store = replicas[0] if where == "redis" else LocalLimits(window_ms=2000)
+    for key_id, calls in (("k1", 3), ("k2", 1)):
+        for _ in range(calls):
+            charges = [Charge(f"gw:lim:{{{tenant_id}}}:key:{key_id}:{kind.value}", kind, limit, amount)
+                       for kind, limit, amount in ((Kind.requests, 10, 1), (Kind.concurrency, 4, 1),
+                                                   (Kind.usd_day, micro_usd(2.0), micro_usd(0.25)))]
+            assert (await store.admit(uuid.uuid4().hex, charges)).admitted
+    for _ in range(2):  # read twice: reading takes nothing
+        rows = {(row["scope"], row["kind"]): row["used"] for row in await usage(store, tenant_id, tenant)}
+    assert rows == {("key:k1", "requests"): 3, ("key:k2", "requests"): 1, ("key:k1", "concurrency"): 3,
+                    ("key:k2", "concurrency"): 1, ("key:k1", "usd_day"): 0.75, ("key:k2", "usd_day"): 0.25}

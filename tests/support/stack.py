@@ -160,6 +160,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
         "globex-app": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "globex-app"),
         "globex-auditor": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "audit", "--role", "auditor"),
         "acme-finance": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "finance", "--role", "finance"),
+        "cyberdyne-finance": gateway_cli(path, "keys", "create", "--tenant", "cyberdyne", "--name", "finance",
+                                         "--role", "finance"),
         "admin": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "platform", "--role", "admin"),
         "hooli-app": gateway_cli(path, "keys", "create", "--tenant", "hooli", "--name", "hooli-app"),
         "fuzzed-app": gateway_cli(path, "keys", "create", "--tenant", "fuzzed", "--name", "fuzzed-app"),

@@ -6,6 +6,8 @@ import asyncio
 import json
 import sys
 
+from redis.exceptions import RedisError
+
 from wrapper.config import ConfigStore
 from wrapper.limits.report import usage
 from wrapper.settings import Settings
@@ -18,7 +20,11 @@ def run(args, settings: Settings) -> int:
         print(f"gateway: no tenant {args.tenant!r}", file=sys.stderr)
         return 1
     # in process (no Redis), only the running replica knows its counters: the limits alone are shown
-    rows = asyncio.run(_usage(settings.redis_url, args.tenant, tenant))
+    try:
+        rows = asyncio.run(_usage(settings.redis_url, args.tenant, tenant))
+    except (OSError, TimeoutError, RedisError) as exc:
+        print(f"gateway: cannot read the limits' use from Redis ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
     policy = tenant.limits
     head = {"tenant": args.tenant, "mode": policy.mode.value, "on_store_failure": policy.on_store_failure,
             "store": "redis" if settings.redis_url else "in process (usage known to the running replica only)"}
@@ -34,12 +40,14 @@ def run(args, settings: Settings) -> int:
 
 
 async def _usage(url: str | None, tenant_id: str, tenant) -> list[dict]:
-    from redis.asyncio import Redis
+    from wrapper.limits.redis_store import RedisLimits
+    from wrapper.redis_link import RedisLink
 
     if url is None:
         return await usage(None, tenant_id, tenant)
-    redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    link = RedisLink(url, connect_timeout=2)
     try:
-        return await usage(redis, tenant_id, tenant)
+        async with asyncio.timeout(10):
+            return await usage(RedisLimits(link), tenant_id, tenant)
     finally:
-        await redis.aclose()
+        await link.close()

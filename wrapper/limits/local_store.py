@@ -6,6 +6,7 @@ of the first limit and the charge of the last. The clock is injectable, for test
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -108,6 +109,22 @@ class LocalLimits:
     async def settle_all(self, request_id: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
         for charge, amount in used:
             await self.settle(request_id, charge, amount, admission)
+
+    async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
+        now, answer = self._now(), []
+        for key, kind in counters:
+            if kind in WINDOW_KINDS:
+                entries = self._windows.get(key, {}).values()
+                answer.append(sum(amount for at, amount in entries if at > now - self.window_ms))
+            elif kind is Kind.concurrency:
+                answer.append(sum(expires > now for expires in self._leases.get(key, {}).values()))
+            else:
+                answer.append(self._budgets.get(f"{key}:{budget_period(kind, now)[0]}", 0))
+        return answer
+
+    async def keys_like(self, pattern: str) -> list[str]:
+        keys = [*self._windows, *self._leases, *self._budgets]
+        return sorted({key for key in keys if fnmatch.fnmatchcase(key, pattern)})
 
     def _prune(self, key: str, now: int) -> OrderedDict:
         entries = self._windows.setdefault(key, OrderedDict())

@@ -159,6 +159,32 @@ return 1
 """)
 
 
+# What each counter holds now, on Redis' clock, read only (reports): ARGV = kind, span for each key.
+USED = Script(_CALENDAR + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local answer = {}
+for i = 1, #KEYS do
+  local key, kind, span = KEYS[i], ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local used = 0
+  if kind == 'requests' then
+    used = redis.call('ZCOUNT', key, '(' .. (now - span), '+inf')
+  elseif kind == 'tokens' then
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. (now - span), '+inf')) do
+      used = used + tonumber(redis.call('HGET', key .. ':a', member) or '0')
+    end
+  elseif kind == 'concurrency' then
+    used = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+  else
+    local p = period(kind, now)
+    used = tonumber(redis.call('GET', key .. ':' .. p) or '0')
+  end
+  answer[i] = used
+end
+return answer
+""")
+
+
 class RedisLimits:
     def __init__(self, redis: RedisLink, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS) -> None:
         self.redis = redis
@@ -184,6 +210,22 @@ class RedisLimits:
             if charge.kind in BUDGET_KINDS:
                 periods[charge.key] = period.decode() if isinstance(period, bytes) else str(period)
         return Admission(True, remaining=remaining, periods=periods, resets=resets, at_ms=int(answer[1]))
+
+    async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
+        """What each counter holds now (requests, tokens, slots or micro-dollars of the current period)."""
+        if not counters:
+            return []
+        args = [arg for _, kind in counters for arg in (kind.value, self.window_ms)]
+        return [int(value) for value in await self.redis.run(USED, [key for key, _ in counters], args)]
+
+    async def keys_like(self, pattern: str) -> list[str]:
+        """The keys matching a glob pattern (SCAN: never blocks Redis the way KEYS would)."""
+        cursor, found = b"0", set()
+        while True:
+            cursor, keys = await self.redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            found.update(key.decode() for key in keys)
+            if cursor == b"0":
+                return sorted(found)
 
     async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
         """A window's entry set to `used`; a budget's period given `used - reserved` more (it may be negative)."""

@@ -1,15 +1,14 @@
-"""What `gateway limits show --tenant T` prints: the limits in force for each scope of a tenant and, on Redis, their
-current use (read only, on Redis' clock: what the admission script would count now)."""
+"""The limits in force for each scope of a tenant and their use now, read from the store without charging anything:
+`gateway limits show --tenant T` (operators) and `GET /v1/costs/budgets` (finance)."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from datetime import UTC, datetime
 
 from wrapper.config.models import LimitSet, Tenant
-from wrapper.limits.charges import BUDGET_KINDS, MICRO, WINDOW_MS, Kind
+from wrapper.limits.charges import BUDGET_KINDS, MICRO, Kind
 from wrapper.limits.local_store import budget_period
 from wrapper.limits.step import _FIELDS
-
 
 def scopes_of(tenant: Tenant) -> list[tuple[str, LimitSet, str]]:
     """(scope, its limits, how it is counted) for the tenant, its endpoints, and each user and key."""
@@ -22,43 +21,38 @@ def scopes_of(tenant: Tenant) -> list[tuple[str, LimitSet, str]]:
     return scopes
 
 
-async def usage(redis: Redis | None, tenant_id: str, tenant: Tenant) -> list[dict]:
-    """One row per limit set: scope, kind, limit, and what is used now (per counter, for user:* and key:*); with no
-    Redis (limits kept in process), the limits only."""
-    now = 0
-    if redis is not None:
-        seconds, micros = await redis.time()
-        now = int(seconds) * 1000 + int(micros) // 1000
-    rows = []
+async def usage(store, tenant_id: str, tenant: Tenant, kinds: frozenset[Kind] = frozenset(Kind)) -> list[dict]:
+    """One row per counter: scope, kind, limit, and what is used now (budgets in dollars); `user:*` and `key:*` as
+    one row per user or key seen. With no store (the CLI without Redis: the counters live in the replica), the
+    limits alone, `used` None."""
+    rows, counters = [], []
     for scope, limits, counted in scopes_of(tenant):
         for kind, field in _FIELDS.items():
             limit = getattr(limits, field)
-            if limit is None:
+            if limit is None or kind not in kinds:
                 continue
-            pattern = f"gw:lim:{{{tenant_id}}}:{scope}:{kind.value}"
-            if redis is None:
-                rows.append({"scope": scope, "kind": kind.value, "limit": limit, "used": None, "counted": counted})
-                continue
-            keys = [pattern] if "*" not in scope else sorted(
-                {key.decode() for key in await redis.keys(pattern) if not key.endswith((b":a", b":t"))})
-            for key in keys or [pattern]:
-                rows.append({"scope": key.split("}:", 1)[1].rsplit(":", 1)[0], "kind": kind.value, "limit": limit,
-                             "used": await _used(redis, key, kind, now), "counted": counted})
+            key = f"gw:lim:{{{tenant_id}}}:{scope}:{kind.value}"
+            found = [key] if "*" not in scope or store is None else await _each(store, key, kind)
+            for each in found:
+                rows.append({"scope": each.split("}:", 1)[1].rsplit(":", 1)[0], "kind": kind.value, "limit": limit,
+                             "used": None, "counted": counted})
+                counters.append((each, kind))
+    if store is not None:
+        for row, (_, kind), used in zip(rows, counters, await store.used(counters), strict=True):
+            row["used"] = used / MICRO if kind in BUDGET_KINDS else used
     return rows
 
 
-async def _used(redis: Redis, key: str, kind: Kind, now: int) -> float | None:
-    if "*" in key:
-        return None
-    if kind is Kind.requests:
-        return await redis.zcount(key, f"({now - WINDOW_MS}", "+inf")
-    if kind is Kind.tokens:
-        members = await redis.zrangebyscore(key, f"({now - WINDOW_MS}", "+inf")
-        amounts = await redis.hmget(f"{key}:a", members) if members else []
-        return sum(int(amount or 0) for amount in amounts)
-    if kind is Kind.concurrency:
-        return await redis.zcount(key, f"({now}", "+inf")
-    if kind in BUDGET_KINDS:
-        period, _ = budget_period(kind, now)
-        return int(await redis.get(f"{key}:{period}") or 0) / MICRO
-    return None
+async def _each(store, pattern: str, kind: Kind) -> list[str]:
+    """Every user's or key's counter of this kind (a budget's, of any period: its current one is read)."""
+    if kind in BUDGET_KINDS:  # its counters are the key and a period: `key:<day number>`, `key:<yyyymm>`
+        return sorted({key.rsplit(":", 1)[0] for key in await store.keys_like(f"{pattern}:*")})
+    return await store.keys_like(pattern)
+
+
+def current_period(kind: Kind, now_ms: int) -> str:
+    """A budget's period as people read it: 2026-12-02 for a day, 2026-12 for a month (UTC)."""
+    name, _ = budget_period(kind, now_ms)
+    if kind is Kind.usd_day:
+        return datetime.fromtimestamp(int(name) * 86400, UTC).strftime("%Y-%m-%d")
+    return f"{name[:4]}-{name[4:]}"
