@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         await audit_store.close()
         await litellm.aclose()
         if redis:
+            await limits.close()  # settlements still waiting go out before the connection closes
             await redis.close()
 
     # The API routes: compliance, finance, the model list, probes and metrics.

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from wrapper.errors import GatewayError
+from wrapper.errors import CLIENT_CLOSED, GatewayError
 
 logger = logging.getLogger("wrapper.errors")
 
@@ -38,6 +38,9 @@ class ModelRoutes:
                 response = await self.handle(Request(scope, receive), route)
             except GatewayError as refusal:
                 response = refusal.to_response()
+            except ClientDisconnect:  # it left while its body was read: recorded as gone, not as our failure
+                response = GatewayError(CLIENT_CLOSED, "The client closed the connection.",
+                                        type="client_closed_request").to_response()
             except Exception:
                 logger.exception("unexpected error")
                 response = GatewayError(500, "internal gateway error", type="api_error").to_response()

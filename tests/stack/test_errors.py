@@ -106,3 +106,24 @@ def test_unreachable_litellm_gives_502(tmp_path):
         assert_envelope(httpx.get(f"{wrapper.url}/readyz"), 503)
     finally:
         wrapper.stop()
+
+
+def test_a_client_that_leaves_mid_body_is_recorded_as_gone_not_as_a_gateway_error(stack):
+    """Found under load (bench/limits_proof.py): a body cut short was logged as an unexpected error, answered 500."""
+    import socket
+    import time
+    import uuid
+    from urllib.parse import urlsplit
+
+    from tests.support.audit_db import the_record
+
+    request_id = uuid.uuid4().hex
+    where = urlsplit(stack.url)
+    with socket.create_connection((where.hostname, where.port)) as connection:
+        connection.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+                            f"Authorization: {stack.auth['authorization']}\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: 1000\r\nx-request-id: {request_id}\r\n\r\n" + '{"model": "fake').encode())
+        time.sleep(0.3)
+    record = the_record(stack.database_url, request_id, wait_seconds=10)
+    assert record["status"] == 499 and record["outcome"] != "error", record
+    assert not [line for line in stack.log.read_text().splitlines() if request_id in line and "unexpected" in line]

@@ -29,7 +29,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 async def replicas():
     """Two stores on one Redis, as two wrapper replicas would hold them."""
     links = [RedisLink(REDIS_URL) for _ in range(2)]
-    yield [RedisLimits(link, lease_seconds=0.5, window_ms=2000) for link in links]
+    # settlements sent at once (settle_delay 0): these tests read them from the other replica straight after
+    yield [RedisLimits(link, lease_seconds=0.5, window_ms=2000, settle_delay=0) for link in links]
     for link in links:
         await link.close()
 
@@ -213,3 +214,25 @@ async def test_the_report_reads_each_keys_counters_without_charging_them(replica
         rows = {(row["scope"], row["kind"]): row["used"] for row in await usage(store, tenant_id, tenant)}
     assert rows == {("key:k1", "requests"): 3, ("key:k2", "requests"): 1, ("key:k1", "concurrency"): 3,
                     ("key:k2", "concurrency"): 1, ("key:k1", "usd_day"): 0.75, ("key:k2", "usd_day"): 0.25}
+
+
+async def test_a_settlement_rides_on_the_next_admission_or_goes_alone_within_its_delay():
+    links = [RedisLink(REDIS_URL) for _ in range(2)]
+    stores = [RedisLimits(link, window_ms=2000, settle_delay=0.05) for link in links]
+    slots = Charge(key("concurrency"), Kind.concurrency, limit=1, amount=1)
+    rpm = Charge(slots.key.replace("concurrency", "requests"), Kind.requests, limit=100, amount=1)  # same tenant
+    try:
+        held = await stores[0].admit("a", [slots])
+        await stores[0].release("a", slots)  # waits for the tenant's next admission on this replica...
+        assert not (await stores[1].admit("b", [slots])).admitted  # ...so another replica still sees it held
+        assert (await stores[0].admit("c", [rpm])).admitted  # this admission carries the release
+        assert (await stores[1].admit("d", [slots])).admitted  # applied: the slot is free
+        await stores[1].release("d", slots)  # nobody admits after it: sent alone once the delay is up
+        await asyncio.sleep(0.1)
+        assert (await stores[0].admit("e", [slots])).admitted and held.admitted
+        await stores[0].release("e", slots)
+        await stores[0].close()  # a replica shutting down sends what waits at once
+        assert (await stores[1].admit("f", [slots])).admitted
+    finally:
+        for link in links:
+            await link.close()

@@ -135,7 +135,7 @@ class Stack:
 
 
 def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path) -> dict[str, str]:
-    """Tenants and keys made with the real CLI, plus the org SSO section; returns the keys by name."""
+    """Tenants made with the real CLI (and some keys), plus the org SSO section; returns the keys by name."""
     path.write_text(orjson.dumps({"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": idp.jwks_url,
                                            "jwks_refresh_min_seconds": 1}}).decode())
     for tenant, models in TENANT_MODELS.items():
@@ -149,26 +149,30 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
                                                      guarded={"pii": {"mode": "enforce", "action": "redact"}})
     config["tenants"]["cyberdyne"]["endpoints"].update({name: {"limits": limits} for name, limits in CYBERDYNE_LIMITS.items()})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    def key(tenant: str, name: str, endpoint: str | None = None, role: str = "app") -> str:
+        """Made in process: a CLI run per key (~2 s each) would put the stack's start past the first test's
+        timeout on a slow machine; acme's keys below are made with the real CLI."""
+        from wrapper.config import Role, edit
+
+        return edit.create_key(path, tenant, name, endpoint, Role(role))[1]
+
     return {
-        "initech-app": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "initech-app"),
-        "initech-notes": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "notes", "--endpoint", "notes"),
-        "initech-intake": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "intake", "--endpoint", "intake"),
-        "initech-auditor": gateway_cli(path, "keys", "create", "--tenant", "initech", "--name", "audit", "--role", "auditor"),
         "acme-app": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "acme-app"),
         "acme-support": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "bot", "--endpoint", "support"),
         "acme-auditor": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "audit", "--role", "auditor"),
-        "globex-app": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "globex-app"),
-        "globex-auditor": gateway_cli(path, "keys", "create", "--tenant", "globex", "--name", "audit", "--role", "auditor"),
         "acme-finance": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "finance", "--role", "finance"),
-        "cyberdyne-finance": gateway_cli(path, "keys", "create", "--tenant", "cyberdyne", "--name", "finance",
-                                         "--role", "finance"),
-        "admin": gateway_cli(path, "keys", "create", "--tenant", "acme", "--name", "platform", "--role", "admin"),
-        "hooli-app": gateway_cli(path, "keys", "create", "--tenant", "hooli", "--name", "hooli-app"),
-        "fuzzed-app": gateway_cli(path, "keys", "create", "--tenant", "fuzzed", "--name", "fuzzed-app"),
-        **{f"soylent-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "soylent", "--name", endpoint,
-                                              "--endpoint", endpoint) for endpoint in ("watched", "guarded", "plain")},
-        **{f"cyberdyne-{endpoint}": gateway_cli(path, "keys", "create", "--tenant", "cyberdyne", "--name", endpoint,
-                                               "--endpoint", endpoint) for endpoint in CYBERDYNE_LIMITS},
+        "admin": key("acme", "platform", role="admin"),
+        "initech-app": key("initech", "initech-app"),
+        "initech-notes": key("initech", "notes", "notes"),
+        "initech-intake": key("initech", "intake", "intake"),
+        "initech-auditor": key("initech", "audit", role="auditor"),
+        "globex-app": key("globex", "globex-app"),
+        "globex-auditor": key("globex", "audit", role="auditor"),
+        "cyberdyne-finance": key("cyberdyne", "finance", role="finance"),
+        "hooli-app": key("hooli", "hooli-app"),
+        "fuzzed-app": key("fuzzed", "fuzzed-app"),
+        **{f"soylent-{endpoint}": key("soylent", endpoint, endpoint) for endpoint in ("watched", "guarded", "plain")},
+        **{f"cyberdyne-{endpoint}": key("cyberdyne", endpoint, endpoint) for endpoint in CYBERDYNE_LIMITS},
     }
 
 

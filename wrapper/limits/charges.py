@@ -54,5 +54,5 @@ class Admission:
     periods: dict[str, str] = field(default_factory=dict)  # budget key -> the period it was charged to (to settle)
     resets: dict[str, float] = field(default_factory=dict)  # key -> seconds until some of it is free again (windows:
     # the oldest entry leaves; budgets: the period ends; concurrency: 0, a slot frees when a request ends)
-    at_ms: int = 0  # when it was admitted, on the store's clock (ms since the epoch)
+    at_ms: int = 0  # when it was admitted or refused, on the store's clock (ms since the epoch)
 

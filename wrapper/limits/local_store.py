@@ -49,7 +49,7 @@ class LocalLimits:
                 used[key] = self._totals.get(key, 0)
                 if used[key] + amount > limit:
                     return Admission(False, charge, self._window_retry(entries, used[key] + amount - limit, now)
-                                     if amount <= limit else -1.0)
+                                     if amount <= limit else -1.0, at_ms=now)
             elif charge.kind is Kind.concurrency:
                 leases = self._leases.setdefault(key, {})
                 for lease in [lease for lease, expires in leases.items() if expires <= now]:
@@ -57,13 +57,13 @@ class LocalLimits:
                 used[key] = len(leases)
                 if used[key] + amount > limit:
                     first = min(leases.values(), default=now)
-                    return Admission(False, charge, min(1000, first - now) / 1000 if limit > 0 else -1.0)
+                    return Admission(False, charge, min(1000, first - now) / 1000 if limit > 0 else -1.0, at_ms=now)
             else:
                 period, ends = budget_period(charge.kind, now)
                 periods[key] = period
                 used[key] = self._budgets.get(f"{key}:{period}", 0)
                 if used[key] + amount > limit:
-                    return Admission(False, charge, (ends - now) / 1000 if amount <= limit else -1.0)
+                    return Admission(False, charge, (ends - now) / 1000 if amount <= limit else -1.0, at_ms=now)
         for charge in charges:
             key = charge.key
             if charge.kind in WINDOW_KINDS:

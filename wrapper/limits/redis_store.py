@@ -11,8 +11,15 @@ expiry; a budget is a counter per period (`:<day>` or `:<yyyymm>`, UTC).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
 from wrapper.limits.charges import BUDGET_KINDS, WINDOW_KINDS, WINDOW_MS, Admission, Charge, Kind
 from wrapper.redis_link import RedisLink, Script
+
+logger = logging.getLogger("wrapper.limits")
 
 # Days since 1970-01-01 to (year, month) and back: H. Hinnant's civil-calendar algorithms (Redis' Lua has no `os`).
 _CALENDAR = """
@@ -46,26 +53,51 @@ local function period(kind, now)
 end
 """
 
-ADMIT = Script(_CALENDAR + """
+# Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
+# to the period it was reserved in; release a lease. Per key: kind, value, period, request id.
+_SETTLE_ONE = """
+local function settle(key, kind, value, p, id)
+  if kind == 'tokens' then
+    local old = redis.call('HGET', key .. ':a', id)
+    if old then
+      redis.call('HSET', key .. ':a', id, value)
+      redis.call('INCRBY', key .. ':t', value - tonumber(old))
+    end
+  elseif kind == 'concurrency' then
+    redis.call('ZREM', key, id)
+  elseif redis.call('EXISTS', key .. ':' .. p) == 1 then
+    redis.call('INCRBY', key .. ':' .. p, value)
+  end
+end
+local function settle_all(first, count, base)
+  for j = 1, count do
+    local b = base + (j - 1) * 4
+    settle(KEYS[first + j - 1], ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3])
+  end
+end
+"""
+ADMIT = Script(_CALENDAR + _SETTLE_ONE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = ARGV[1]
-local n = #KEYS
-local kinds, limits, amounts, spans, used, pkeys, periods, resets = {}, {}, {}, {}, {}, {}, {}, {}
+local id, m = ARGV[1], tonumber(ARGV[2])
+settle_all(1, m, 3)  -- earlier requests' settlements, brought along: applied before this admission
+local n, first = #KEYS - m, 3 + 4 * m
+local keys, kinds, limits, amounts, spans, used, pkeys, periods, resets = {}, {}, {}, {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local b = 2 + (i - 1) * 4
-  kinds[i], limits[i], amounts[i], spans[i] = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local b = first + (i - 1) * 4
+  keys[i], kinds[i], limits[i], amounts[i], spans[i] =
+    KEYS[m + i], ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
 end
 for i = 1, n do
-  local key, kind, limit, amount = KEYS[i], kinds[i], limits[i], amounts[i]
+  local key, kind, limit, amount = keys[i], kinds[i], limits[i], amounts[i]
   local retry = -1
   if kind == 'requests' then  -- every entry counts one: the set alone
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - spans[i])
     used[i] = redis.call('ZCARD', key)
     if used[i] + amount > limit then
-      if amount > limit then return {0, i, -1} end
+      if amount > limit then return {0, i, -1, now} end
       local nth = redis.call('ZRANGE', key, used[i] + amount - limit - 1, used[i] + amount - limit - 1, 'WITHSCORES')
-      return {0, i, tonumber(nth[2]) + spans[i] - now}
+      return {0, i, tonumber(nth[2]) + spans[i] - now, now}
     end
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     resets[i] = first[2] and tonumber(first[2]) + spans[i] - now or spans[i]
@@ -91,7 +123,7 @@ for i = 1, n do
           if freed >= need then retry = tonumber(entries[j + 1]) + spans[i] - now; break end
         end
       end
-      return {0, i, retry}
+      return {0, i, retry, now}
     end
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     resets[i] = first[2] and tonumber(first[2]) + spans[i] - now or spans[i]
@@ -100,20 +132,20 @@ for i = 1, n do
     used[i] = redis.call('ZCARD', key)
     if used[i] + amount > limit then
       local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      return {0, i, limit > 0 and math.min(1000, tonumber(first[2] or now) - now) or -1}
+      return {0, i, limit > 0 and math.min(1000, tonumber(first[2] or now) - now) or -1, now}
     end
   else
     local p, ends = period(kind, now)
     periods[i], pkeys[i] = p, key .. ':' .. p
     used[i] = tonumber(redis.call('GET', pkeys[i]) or '0')
-    if used[i] + amount > limit then return {0, i, amount <= limit and ends - now or -1} end
+    if used[i] + amount > limit then return {0, i, amount <= limit and ends - now or -1, now} end
     spans[i] = ends - now
     resets[i] = spans[i]
   end
 end
 local answer = {1, now, 0}
 for i = 1, n do
-  local key, kind, amount = KEYS[i], kinds[i], amounts[i]
+  local key, kind, amount = keys[i], kinds[i], amounts[i]
   if kind == 'requests' then
     redis.call('ZADD', key, now, id)
     redis.call('PEXPIRE', key, spans[i] * 2)
@@ -136,25 +168,8 @@ end
 return answer
 """)
 
-# Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
-# to the period it was reserved in; release a lease.
-SETTLE = Script("""
-local id = ARGV[1]
-for i = 1, #KEYS do
-  local key, b = KEYS[i], 2 + (i - 1) * 3
-  local kind, value, p = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2]
-  if kind == 'tokens' then
-    local old = redis.call('HGET', key .. ':a', id)
-    if old then
-      redis.call('HSET', key .. ':a', id, value)
-      redis.call('INCRBY', key .. ':t', value - tonumber(old))
-    end
-  elseif kind == 'concurrency' then
-    redis.call('ZREM', key, id)
-  elseif redis.call('EXISTS', key .. ':' .. p) == 1 then
-    redis.call('INCRBY', key .. ':' .. p, value)
-  end
-end
+SETTLE = Script(_SETTLE_ONE + """
+settle_all(1, #KEYS, 1)
 return 1
 """)
 
@@ -185,24 +200,38 @@ return answer
 """)
 
 
+SETTLE_DELAY = 0.002  # seconds a settlement waits for its tenant's next admission to carry it to Redis
+
+
 class RedisLimits:
-    def __init__(self, redis: RedisLink, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS) -> None:
+    """Admission and settlement on Redis. A settlement (a request's end: its slot given back, its tokens and cost
+    set to what was used) is not a round trip of its own: it waits up to `settle_delay` for the next admission of
+    the same tenant on this replica, which carries it in the same script call (applied before that admission is
+    judged), or is sent on its own when the delay is up, with every other settlement then waiting."""
+
+    def __init__(self, redis: RedisLink, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS,
+                 settle_delay: float = SETTLE_DELAY) -> None:
         self.redis = redis
         self.lease_ms = int(lease_seconds * 1000)  # a lease outlives any request; a dead replica's expire
         self.window_ms = window_ms
+        self.settle_delay = settle_delay
+        self._waiting: dict[str, list[tuple[str, list]]] = {}  # tenant's hash tag -> (key, its four arguments)
+        self._flush: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task] = set()
 
     async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
         if not charges:
             return Admission(True)
-        args: list = [request_id]
+        carried = self._waiting.pop(_tag(charges[0].key), [])
+        args: list = [request_id, len(carried), *(arg for _, four in carried for arg in four)]
         for charge in charges:
             span = self.window_ms if charge.kind in WINDOW_KINDS else self.lease_ms
             args += [charge.kind.value, charge.limit, charge.amount, span]
-        answer = await self.redis.run(ADMIT, [c.key for c in charges], args)
+        answer = await self.redis.run(ADMIT, [key for key, _ in carried] + [c.key for c in charges], args)
         if int(answer[0]) == 0:
             refused = charges[int(answer[1]) - 1]
             retry_ms = int(answer[2])
-            return Admission(False, refused, retry_ms / 1000 if retry_ms >= 0 else -1.0)
+            return Admission(False, refused, retry_ms / 1000 if retry_ms >= 0 else -1.0, at_ms=int(answer[3]))
         remaining, periods, resets = {}, {}, {}
         for index, charge in enumerate(charges):
             left, period, reset_ms = answer[3 + 3 * index:6 + 3 * index]
@@ -235,9 +264,44 @@ class RedisLimits:
         await self.settle_all(request_id, [(charge, 0)], Admission(True))
 
     async def settle_all(self, request_id: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
-        """Every charge of a request settled (windows and budgets) or released (leases), in one round trip."""
-        args: list = [request_id]
-        for charge, amount in used:
-            args += [charge.kind.value, amount - charge.amount if charge.kind in BUDGET_KINDS else amount,
-                     admission.periods.get(charge.key, "")]
-        await self.redis.run(SETTLE, [charge.key for charge, _ in used], args)
+        """Every charge of a request settled (windows and budgets) or released (leases): carried by the tenant's
+        next admission, or sent within `settle_delay`."""
+        entries = [(charge.key, [charge.kind.value, amount - charge.amount if charge.kind in BUDGET_KINDS else amount,
+                                 admission.periods.get(charge.key, ""), request_id]) for charge, amount in used]
+        if not entries:
+            return
+        if self.settle_delay <= 0:
+            await self.redis.run(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four])
+            return
+        self._waiting.setdefault(_tag(entries[0][0]), []).extend(entries)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self.settle_delay, self._send_waiting)
+
+    async def close(self) -> None:
+        """Send what waits (a replica shutting down gives its slots back now, not when their leases expire)."""
+        if self._flush is not None:
+            self._flush.cancel()
+        self._send_waiting()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+
+    def _send_waiting(self) -> None:
+        self._flush = None
+        waiting, self._waiting = self._waiting, {}
+        for entries in waiting.values():  # one call per tenant: a Redis Cluster keeps each tenant in one slot
+            task = asyncio.get_running_loop().create_task(self._send(entries))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, entries: list[tuple[str, list]]) -> None:
+        try:
+            async with asyncio.timeout(1.0):
+                await self.redis.run(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four])
+        except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
+            logger.error("could not settle %d counters (%s)", len(entries), type(exc).__name__)
+
+
+def _tag(key: str) -> str:
+    """A key's hash tag (`{tenant}`): keys of one script call share it."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start:end + 1] if start >= 0 and end > start else key

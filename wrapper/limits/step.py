@@ -76,8 +76,11 @@ class AdmitStep:
             return StepResult("store_unavailable", refusal=GatewayError(
                 503, "Limits cannot be checked right now, so the request was not forwarded.", code="limits_unavailable"))
         if not admission.admitted:
-            return StepResult("refuse", {"limit": admission.refused.kind.value, "scope": _scope(admission.refused)},
-                              refusal=_refusal(admission))
+            refusal = _refusal(admission)
+            detail = {"limit": admission.refused.kind.value, "scope": _scope(admission.refused), "at": admission.at_ms}
+            if "retry-after" in refusal.headers:
+                detail["retry_after"] = int(refusal.headers["retry-after"])
+            return StepResult("refuse", detail, refusal=refusal)
         ctx.held = Held(self.store, charges, admission)
         budgets = _budgets(charges, admission)
         warning = _budget_warning(budgets, ctx.policy.limits.warn_at_percent)
