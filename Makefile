@@ -32,6 +32,7 @@ bench: install
 	$(VENV)/bin/python bench/pii.py
 	$(VENV)/bin/python bench/fuzz.py
 	$(VENV)/bin/python bench/limits.py
+	$(VENV)/bin/python bench/limits_proof.py
 
 install: $(VENV)/.installed
 

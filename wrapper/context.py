@@ -7,6 +7,7 @@ audit record.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,6 +107,14 @@ class Outcome:
             if isinstance(cost, int | float) and not isinstance(cost, bool):
                 self.cost = float(cost)
             self.usage_estimated = usage.get("estimated") is True
+
+    def with_stream_usage(self) -> Outcome:
+        """This outcome with a stream's usage (its last chunk) read into it, as a copy; itself when there is none."""
+        if self.stream is None or not self.stream.usage:
+            return self
+        final = dataclasses.replace(self)
+        final.note_usage(self.stream.usage)
+        return final
 
     def note_headers(self, headers) -> None:
         """LiteLLM's answer headers, all of them (some are not passed on to the client, the cache key for one)."""

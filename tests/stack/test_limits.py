@@ -156,6 +156,17 @@ def test_tokens_are_reserved_up_front_and_a_request_that_alone_exceeds_the_limit
     assert served == [200] * 6
 
 
+def test_a_stream_settles_its_tokens_to_what_it_used(stack):
+    streamed = []
+    for _ in range(6):  # ~105 reserved each against 400 a minute: only settlement lets all six through
+        with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers=stack.auth_for("cyberdyne-tokens"),
+                          timeout=30, json={"model": "paced", "stream": True, "max_tokens": 100,
+                                            "messages": [{"role": "user", "content": "hi"}]}) as reply:
+            streamed.append((reply.status_code, list(reply.iter_lines())))
+        time.sleep(0.1)  # settled within 2 ms of the end
+    assert [status for status, _ in streamed] == [200] * 6
+
+
 def test_shadow_mode_answers_everything_and_records_the_refusals_enforce_would_make(stack):
     request_ids = [uuid.uuid4().hex for _ in range(5)]
     for request_id in request_ids:

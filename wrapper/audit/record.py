@@ -19,7 +19,6 @@ response_sha256 covers the response bytes exactly as sent to the client.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -63,9 +62,7 @@ def build_record(ctx: RequestContext, delivery: Delivery) -> dict:
     error = delivery.error or (stream.error if stream else None) or {}
     if delivery.streamed and status < 400 and error:
         status = 502  # the stream broke after it began: the client got an error event, not an answer
-    if stream and stream.usage:  # a stream's usage comes in its last chunk: read it, leave the outcome as it is
-        outcome = dataclasses.replace(outcome)
-        outcome.note_usage(stream.usage)
+    outcome = outcome.with_stream_usage()  # a stream's usage comes in its last chunk
     return {
         "kind": "request",
         "event_id": new_id(),

@@ -110,7 +110,7 @@ def finish(ctx: RequestContext) -> Awaitable[None] | None:
 
 async def _settle(ctx: RequestContext, held: Held) -> None:
     """Settle what the request reserved to what it used, and give its slot back; never raises."""
-    outcome = ctx.outcome
+    outcome = ctx.outcome.with_stream_usage()
     produced = outcome.stream is not None and outcome.stream.first_token_at is not None
     failed = outcome.tokens_in is None and outcome.cost is None and not produced  # nothing was spent: give it back
     tokens = None if outcome.tokens_in is None else outcome.tokens_in + (outcome.tokens_out or 0)
