@@ -134,7 +134,10 @@ def test_sigkill_under_load_loses_no_record_of_a_completed_answer(wrapper):
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         for n in range(16):
             pool.submit(client, n)
-        time.sleep(3)
+        # Kill once the load is real (a slow CI machine needs longer than a fast one), at most 30 s.
+        deadline = time.monotonic() + 30
+        while len(completed) <= 80 and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.kill(wrapper.process.pid, signal.SIGKILL)  # no shutdown, no flush: whatever is committed is all there is
         stop_sending.set()
 
