@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,19 @@ class Step(Protocol):
 
     async def request(self, ctx: RequestContext) -> StepResult: ...
 
+    # A step that waits on a store may also have `start(ctx) -> Awaitable[StepResult]`: it reads what it needs
+    # from the request and sends its query at once, and the steps after it run while the answer travels. The
+    # pipeline waits for it before anything is forwarded, and its refusal still comes first. Such a step neither
+    # answers nor has a response half (what it holds is given back when the request ends, however it ends).
+
+
+@dataclass
+class _Started:
+    step: Step
+    mode: Mode
+    at: int  # its place in ctx.decisions
+    pending: Awaitable[StepResult]
+
 
 class Pipeline:
     def __init__(self, steps: Sequence[Step]) -> None:
@@ -62,33 +75,81 @@ class Pipeline:
 
     async def run(self, ctx: RequestContext) -> Response | None:
         """Every step's request half, in order; a Response when a step answered, else None (go to LiteLLM)."""
-        for step in self.steps:
-            mode = step.mode(ctx)
-            if mode is Mode.off:
-                continue
-            with span(step.name):
-                if mode is Mode.enforce:
-                    result = await step.request(ctx)
-                elif getattr(step, "counts_in_shadow", False):
-                    result = await _shadow_in_place(step, ctx)
-                else:
-                    result = await _shadow(step, ctx)
-            ctx.decisions.append({"step": step.name, "mode": mode.value, "decision": result.decision, **result.detail})
-            if mode is Mode.shadow:
-                continue
-            if result.refusal is not None:
-                raise result.refusal
-            if result.answer is not None:
-                return result.answer
-            if result.half is not None:
-                ctx.halves.append(result.half)
+        started: list[_Started] = []
+        try:
+            for step in self.steps:
+                mode = step.mode(ctx)
+                if mode is Mode.off:
+                    continue
+                if hasattr(step, "start") and (mode is Mode.enforce or getattr(step, "counts_in_shadow", False)):
+                    with span(step.name):
+                        started.append(_Started(step, mode, len(ctx.decisions), step.start(ctx)))
+                    ctx.decisions.append({})  # its decision, once known
+                    continue
+                with span(step.name):
+                    if mode is Mode.enforce:
+                        result = await step.request(ctx)
+                    elif getattr(step, "counts_in_shadow", False):
+                        result = await _shadow_in_place(step, ctx, step.request(ctx))
+                    else:
+                        result = await _shadow(step, ctx)
+                answered = _apply(step, mode, result, ctx)
+                if answered is not None:
+                    await _finish_started(started, ctx)  # a refusal of an earlier step comes first
+                    return answered
+        except GatewayError:  # a later step refused: an earlier step's refusal still comes first
+            await _finish_started(started, ctx)
+            raise
+        except BaseException:
+            await _finish_started(started, ctx, failing=True)
+            raise
+        await _finish_started(started, ctx)
         return None
 
 
-async def _shadow_in_place(step: Step, ctx: RequestContext) -> StepResult:
+def _apply(step: Step, mode: Mode, result: StepResult, ctx: RequestContext, at: int | None = None) -> Response | None:
+    """A step's result recorded and acted on: raises its refusal, returns its answer, keeps its response half."""
+    decision = {"step": step.name, "mode": mode.value, "decision": result.decision, **result.detail}
+    if at is None:
+        ctx.decisions.append(decision)
+    else:
+        ctx.decisions[at] = decision
+    if mode is Mode.shadow:
+        return None
+    if result.refusal is not None:
+        raise result.refusal
+    if result.answer is not None:
+        return result.answer
+    if result.half is not None:
+        ctx.halves.append(result.half)
+    return None
+
+
+async def _finish_started(started: list[_Started], ctx: RequestContext, failing: bool = False) -> None:
+    """Wait for the started steps, in order, and act on their results (a refusal raised; when the request is
+    already failing, only recorded, so what they hold is still given back when it ends)."""
+    while started:
+        first = started.pop(0)
+        with span(f"{first.step.name}.wait"):
+            if first.mode is Mode.shadow or failing:
+                result = await _shadow_in_place(first.step, ctx, first.pending)
+            else:
+                result = await first.pending
+        if failing:
+            ctx.decisions[first.at] = {"step": first.step.name, "mode": first.mode.value, "decision": result.decision,
+                                       **result.detail}
+            continue
+        try:
+            _apply(first.step, first.mode, result, ctx, first.at)
+        except BaseException:
+            await _finish_started(started, ctx, failing=True)
+            raise
+
+
+async def _shadow_in_place(step: Step, ctx: RequestContext, pending: Awaitable[StepResult]) -> StepResult:
     """The step, run on the request itself (it must see the real load); a refusal or failure is only recorded."""
     try:
-        result = await step.request(ctx)
+        result = await pending
     except Exception as exc:
         logger.error("step %s failed in shadow mode (%s)", step.name, type(exc).__name__)
         return StepResult("error")

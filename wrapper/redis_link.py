@@ -19,6 +19,7 @@ import hashlib
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import hiredis
@@ -86,7 +87,18 @@ class RedisLink:
     async def run(self, script: Script, keys: list[str], args: list) -> object:
         """The script's reply (EVALSHA; the source once if Redis does not know it yet). Raises ResponseError for an
         error the script returns, redis' ConnectionError (an OSError) when Redis cannot be reached."""
-        reply = await self._call(command("EVALSHA", script.sha, len(keys), *keys, *args))
+        return await self.start(script, keys, args)
+
+    def start(self, script: Script, keys: list[str], args: list) -> Awaitable[object]:
+        """`run`, with the command written at once when connected, so the caller can work while it travels; the
+        result must be awaited."""
+        data = command("EVALSHA", script.sha, len(keys), *keys, *args)
+        protocol = self._ready()
+        sent = protocol.send(data) if protocol is not None else self._call(data)
+        return self._script_reply(script, keys, args, sent)
+
+    async def _script_reply(self, script: Script, keys: list[str], args: list, sent: Awaitable[object]) -> object:
+        reply = await sent
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             reply = await self._call(command("EVAL", script.source, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError):
@@ -109,12 +121,19 @@ class RedisLink:
         protocol = await self._connected()
         return await protocol.send(data)
 
-    async def _connected(self) -> _Protocol:
+    def _ready(self) -> _Protocol | None:
+        """The connection, when it is up and not stalled (a stalled one is closed: connection_lost fails its callers)."""
         protocol = self._protocol
         if protocol is not None and not protocol.lost:
             if not protocol.waiting or time.monotonic() - protocol.waiting[0][1] < self.stall_seconds:
                 return protocol
-            protocol.transport.close()  # stalled: its callers are failed by connection_lost
+            protocol.transport.close()
+        return None
+
+    async def _connected(self) -> _Protocol:
+        protocol = self._ready()
+        if protocol is not None:
+            return protocol
         if self._connecting is None:  # one connection attempt, shared by everyone waiting for it
             self._connecting = asyncio.ensure_future(self._connect())
             self._connecting.add_done_callback(self._connect_ended)

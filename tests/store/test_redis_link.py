@@ -31,6 +31,23 @@ async def test_many_callers_at_once_each_get_their_own_reply():
         await link.close()
 
 
+async def test_start_sends_at_once_so_the_caller_works_while_redis_answers():
+    link = RedisLink("redis://127.0.0.1:6379/0")
+    key = f"gw:test:{uuid.uuid4().hex}"
+    try:
+        await link.run(INCR, [key], [0])  # connected, the script known
+        pending = link.start(INCR, [key], [5])
+        # Without yielding to the event loop once, Redis has already run it: the command left at `start`.
+        other = redis.Redis()
+        deadline = time.monotonic() + 5
+        while other.get(key) != b"5" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert other.get(key) == b"5"
+        assert await pending == 5
+    finally:
+        await link.close()
+
+
 async def test_a_script_redis_has_not_seen_is_sent_once_whole():
     link = RedisLink("redis://127.0.0.1:6379/0")
     fresh = Script(f"return '{uuid.uuid4().hex}'")  # never loaded

@@ -106,6 +106,70 @@ def test_off_does_not_run():
     assert off.ran == 0 and [d["step"] for d in ctx.decisions] == ["a"]
 
 
+class Asks:
+    """A step that asks a store (admission): its query leaves at `start`, its decision comes when awaited."""
+
+    counts_in_shadow = True
+
+    def __init__(self, name: str, mode: Mode = Mode.enforce, refuse: bool = False, breaks: bool = False) -> None:
+        self.name, self._mode, self.refuse, self.breaks = name, mode, refuse, breaks
+        self.held = False
+
+    def mode(self, ctx: RequestContext) -> Mode:
+        return self._mode
+
+    async def request(self, ctx: RequestContext) -> StepResult:
+        return await self.start(ctx)
+
+    def start(self, ctx: RequestContext):
+        ctx.body["seen"].append(f"{self.name} sent")  # the query left before any later step ran
+        return self._answer(ctx)
+
+    async def _answer(self, ctx: RequestContext) -> StepResult:
+        await asyncio.sleep(0.01)  # the store's round trip
+        ctx.body["seen"].append(f"{self.name} decided")
+        if self.breaks:
+            raise RuntimeError("a bug")
+        if self.refuse:
+            return StepResult("refuse", {"limit": "requests"}, refusal=GatewayError(429, "too many", code="rate"))
+        self.held = True  # what it charged is held until the request ends
+        return StepResult("admit", {"n": 1})
+
+
+def test_a_started_step_is_decided_while_later_steps_run_and_recorded_in_its_place():
+    ctx, answered = run(Marks("a"), Asks("admit"), Marks("b"), Marks("c"))
+    assert answered is None
+    assert ctx.body["seen"] == ["a", "admit sent", "b", "c", "admit decided"]
+    assert [(d["step"], d["decision"]) for d in ctx.decisions] == [
+        ("a", "mark"), ("admit", "admit"), ("b", "mark"), ("c", "mark")]
+
+
+def test_a_started_steps_refusal_comes_before_a_later_steps_refusal_or_answer():
+    for later in (Marks("b", refuse=True), Marks("b", answer=True)):
+        with pytest.raises(GatewayError) as refused:
+            run(Asks("admit", refuse=True), later)
+        assert refused.value.status == 429
+    with pytest.raises(GatewayError) as refused:  # admitted: the later refusal stands
+        run(Asks("admit"), Marks("b", refuse=True))
+    assert refused.value.status == 403
+
+
+def test_a_started_step_is_awaited_when_a_later_step_breaks_so_what_it_holds_is_given_back():
+    asks = Asks("admit")
+    ctx = RequestContext("unit")
+    ctx.body = {"seen": []}
+    with pytest.raises(RuntimeError):
+        asyncio.run(Pipeline([asks, Marks("b", breaks=True)]).run(ctx))
+    assert asks.held and ctx.decisions[0]["decision"] == "admit"
+
+
+def test_a_started_step_in_shadow_refuses_nothing_and_a_broken_one_only_records():
+    ctx, answered = run(Asks("s", Mode.shadow, refuse=True), Asks("t", breaks=True, mode=Mode.shadow), Marks("b"))
+    assert answered is None
+    assert [(d["step"], d["decision"], d.get("status")) for d in ctx.decisions] == [
+        ("s", "refuse", 429), ("t", "error", None), ("b", "mark", None)]
+
+
 # --- The app in process, its real steps --------------------------------------------------------------------------
 
 def set_pii(gateway, **endpoints) -> None:

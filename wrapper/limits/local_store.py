@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from wrapper.limits.charges import BUDGET_KINDS, WINDOW_KINDS, WINDOW_MS, Admission, Charge, Kind
@@ -38,6 +38,9 @@ class LocalLimits:
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
+
+    def start_admit(self, request_id: str, charges: list[Charge]) -> Awaitable[Admission]:
+        return self.admit(request_id, charges)  # nothing travels: it decides when awaited
 
     async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
         now = self._now()

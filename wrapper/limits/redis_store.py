@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from redis.exceptions import RedisError
 
@@ -220,25 +221,18 @@ class RedisLimits:
         self._sending: set[asyncio.Task] = set()
 
     async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
+        return await self.start_admit(request_id, charges)
+
+    def start_admit(self, request_id: str, charges: list[Charge]) -> Awaitable[Admission]:
+        """`admit`, its script sent at once (when connected): the caller may work while Redis decides, then awaits."""
         if not charges:
-            return Admission(True)
+            return _admitted(charges, None)
         carried = self._waiting.pop(_tag(charges[0].key), [])
         args: list = [request_id, len(carried), *(arg for _, four in carried for arg in four)]
         for charge in charges:
             span = self.window_ms if charge.kind in WINDOW_KINDS else self.lease_ms
             args += [charge.kind.value, charge.limit, charge.amount, span]
-        answer = await self.redis.run(ADMIT, [key for key, _ in carried] + [c.key for c in charges], args)
-        if int(answer[0]) == 0:
-            refused = charges[int(answer[1]) - 1]
-            retry_ms = int(answer[2])
-            return Admission(False, refused, retry_ms / 1000 if retry_ms >= 0 else -1.0, at_ms=int(answer[3]))
-        remaining, periods, resets = {}, {}, {}
-        for index, charge in enumerate(charges):
-            left, period, reset_ms = answer[3 + 3 * index:6 + 3 * index]
-            remaining[charge.key], resets[charge.key] = int(left), int(reset_ms) / 1000
-            if charge.kind in BUDGET_KINDS:
-                periods[charge.key] = period.decode() if isinstance(period, bytes) else str(period)
-        return Admission(True, remaining=remaining, periods=periods, resets=resets, at_ms=int(answer[1]))
+        return _admitted(charges, self.redis.start(ADMIT, [key for key, _ in carried] + [c.key for c in charges], args))
 
     async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
         """What each counter holds now (requests, tokens, slots or micro-dollars of the current period)."""
@@ -298,6 +292,24 @@ class RedisLimits:
                 await self.redis.run(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four])
         except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
             logger.error("could not settle %d counters (%s)", len(entries), type(exc).__name__)
+
+
+async def _admitted(charges: list[Charge], sent: Awaitable[object] | None) -> Admission:
+    """The ADMIT script's answer, read."""
+    if sent is None:
+        return Admission(True)
+    answer = await sent
+    if int(answer[0]) == 0:
+        refused = charges[int(answer[1]) - 1]
+        retry_ms = int(answer[2])
+        return Admission(False, refused, retry_ms / 1000 if retry_ms >= 0 else -1.0, at_ms=int(answer[3]))
+    remaining, periods, resets = {}, {}, {}
+    for index, charge in enumerate(charges):
+        left, period, reset_ms = answer[3 + 3 * index:6 + 3 * index]
+        remaining[charge.key], resets[charge.key] = int(left), int(reset_ms) / 1000
+        if charge.kind in BUDGET_KINDS:
+            periods[charge.key] = period.decode() if isinstance(period, bytes) else str(period)
+    return Admission(True, remaining=remaining, periods=periods, resets=resets, at_ms=int(answer[1]))
 
 
 def _tag(key: str) -> str:

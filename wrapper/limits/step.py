@@ -61,14 +61,31 @@ class AdmitStep:
         return ctx.policy.limits.mode
 
     async def request(self, ctx: RequestContext) -> StepResult:
+        return await self.start(ctx)
+
+    def start(self, ctx: RequestContext) -> Awaitable[StepResult]:
+        """The request's charges, read from it now and sent to the store at once; the decision is awaited later, so
+        the steps after this one run while Redis decides (the pipeline waits for it before anything is spent)."""
         tokens_in, tokens_out = _reserved_tokens(ctx)
-        usd = await self._reserved_usd(ctx, tokens_in, tokens_out)
+        if _any_budget(ctx):  # its reservation needs the model's prices, which may have to be read first
+            return self._priced(ctx, tokens_in, tokens_out, self.resolve(ctx.body["model"]))
+        charges = list(_charges(ctx, tokens_in + tokens_out, 0))
+        return self._decide(ctx, charges, tokens_in + tokens_out, self.store.start_admit(ctx.request_id, charges))
+
+    async def _priced(self, ctx: RequestContext, tokens_in: int, tokens_out: int, group: str | None) -> StepResult:
+        prices = await self.prices(group)
+        usd = micro_usd(tokens_in * prices[0] + tokens_out * prices[1]) if prices else 0
         charges = list(_charges(ctx, tokens_in + tokens_out, usd))
+        return await self._decide(ctx, charges, tokens_in + tokens_out, self.store.start_admit(ctx.request_id, charges))
+
+    async def _decide(self, ctx: RequestContext, charges: list[Charge], reserved: int,
+                      pending: Awaitable[Admission]) -> StepResult:
         if not charges:
+            await pending
             return StepResult("none")
         try:
             async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-                admission = await self.store.admit(ctx.request_id, charges)
+                admission = await pending
         except (RedisError, OSError, TimeoutError) as exc:
             logger.error("the limits store is unavailable (%s)", type(exc).__name__)
             if ctx.policy.limits.on_store_failure == "open":
@@ -88,18 +105,12 @@ class AdmitStep:
             ctx.response_headers.update(_headers(charges, admission))
             if warning:
                 ctx.response_headers["x-gateway-budget-warning"] = warning
-        detail = {"reserved_tokens": tokens_in + tokens_out, "at": admission.at_ms}
+        detail = {"reserved_tokens": reserved, "at": admission.at_ms}
         if budgets:
             detail["budgets"] = budgets
         if warning:
             detail["budget_warning"] = warning
         return StepResult("admit", detail)
-
-    async def _reserved_usd(self, ctx: RequestContext, tokens_in: int, tokens_out: int) -> int:
-        if not _any_budget(ctx):
-            return 0
-        prices = await self.prices(self.resolve(ctx.body["model"]))
-        return micro_usd(tokens_in * prices[0] + tokens_out * prices[1]) if prices else 0
 
 
 def finish(ctx: RequestContext) -> Awaitable[None] | None:
