@@ -1,7 +1,7 @@
 """One Langfuse trace per model call, for finance's cost views by tenant, user, endpoint and model.
 
 The trace carries `user_id` (the gateway's user), tags `tenant:<id>`,
-`endpoint:<name>` and `tier:<model group>`, metadata with the tenant and request
+`endpoint:<name>`, `tier:<model group>` and for `model: auto` `route:<tier>`, metadata with the tenant and request
 ids, and a generation per attempt with the model, token usage and LiteLLM's cost:
 a retried or fallen-back request is one trace whose failed attempts show as
 ERROR generations beside the one that answered, and a stream the client left
@@ -72,10 +72,15 @@ def call_facts(kwargs: dict, failed: bool) -> dict:
     tenant, endpoint = metadata.get("gateway_tenant_id"), metadata.get("gateway_endpoint")
     tier = call.get("model_group")
     ids = {"tenant_id": str(tenant), "request_id": str(metadata.get("gateway_request_id"))}
+    route = metadata.get("gateway_route")  # model: auto's tier, score and cues
+    if isinstance(route, str):
+        ids["route"] = route
+    routed = [tag for tag in metadata.get("tags") or () if isinstance(tag, str) and tag.startswith("route:")]
     return {
         "trace_seed": f"{ids['tenant_id']}:{ids['request_id']}",
         "user_id": metadata.get("gateway_user_id"),
-        "tags": [f"tenant:{tenant}"] + [f"endpoint:{endpoint}"] * bool(endpoint) + [f"tier:{tier}"] * bool(tier),
+        "tags": [f"tenant:{tenant}"] + [f"endpoint:{endpoint}"] * bool(endpoint) + [f"tier:{tier}"] * bool(tier)
+        + routed,
         "ids": ids,
         "model": call.get("model") or kwargs.get("model"),
         "usage": {"input": int(call.get("prompt_tokens") or 0), "output": int(call.get("completion_tokens") or 0)},

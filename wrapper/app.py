@@ -56,6 +56,7 @@ from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, RerankRout
 from wrapper.routes.transcriptions import TranscriptionsRoute
 from wrapper.routing.catalog import ModelCatalog
 from wrapper.routing.step import ModelRoute
+from wrapper.routing.tiers import AUTO, TierRoute, auto_available
 from wrapper.settings import Settings, get_settings
 from wrapper.upstream.client import LiteLLMClient
 from wrapper.upstream.forward import Upstream
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     usage_counter = StreamUsageCounter(litellm)
     pipeline = Pipeline([
         ownership,  # 1b. ids of stored objects (responses): only the tenant's own, on every route that names them
+        TierRoute(catalog),  # 1c. `model: auto`: the tier its task needs (before admission, which prices the model)
         AdmitStep(limits, usage_counter.group_prices, catalog.resolve),  # 2. admit: rates, concurrency, budgets
         # 3. input guardrails (issue 20)
         PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
@@ -156,7 +158,10 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         status, content = await litellm.get("/v1/models")
         if status != 200:
             raise GatewayError(502, "The model router could not list models.", code="upstream_error")
-        return orjson.loads(catalog.listing_for(content, ctx.tenant))
+        listing = orjson.loads(catalog.listing_for(content, ctx.tenant))
+        if auto_available(catalog, ctx):  # `model: auto` is a name it may call
+            listing["data"].append({"id": AUTO, "object": "model", "created": 0, "owned_by": "gateway"})
+        return listing
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

@@ -67,4 +67,5 @@ def test_every_runnable_readme_block_works_as_written(tmp_path):
     expected = total["tokens_in"] * DEMO_PRICES[0] + total["tokens_out"] * DEMO_PRICES[1]
     assert abs(total["cost"] - expected) < 1e-9, (total, expected)
     assert "Hello from the gateway's demo model" in "".join(outputs)
+    assert "x-gateway-route: tier=frontier; score=" in "".join(outputs).lower()  # model: auto, on the demo's tiers
     assert (work / "var" / "demo-audit.ndjson").stat().st_size > 0

@@ -55,7 +55,7 @@ def test_the_mounted_folder_holds_configs_that_load_at_the_paths_the_gateway_is_
     config = load_config(folder / Path(env["GATEWAY_CONFIG"]).name)  # raises on a config the gateway would refuse
     assert yaml.safe_load((folder / Path(env["GATEWAY_LITELLM_CONFIG"]).name).read_text())["model_list"]
     # What it ships runs: a demo tenant on the demo models, and every tenant's models served by LiteLLM's config.
-    assert config.tenants["demo"].models == ["demo", "demo-embedding", "demo-image"]
+    assert config.tenants["demo"].models == ["demo", "demo-frontier", "demo-embedding", "demo-image"]
     settings = Settings(config=folder / "gateway.yaml", litellm_config=folder / "litellm_config.yaml")
     assert config_problems(config, settings) == []
     # Readable by the image's user (uid 10001), whoever owns the files on the host: git keeps them 0644.

@@ -103,6 +103,10 @@ class FakeProvider:
         if path.startswith("/_fake/"):
             await self._control(path, method, body, send)
             return
+        if path == "/v1/models" and method == "GET":  # as LiteLLM lists its model groups (the in-process tier)
+            await _send_json(send, 200, {"object": "list", "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "openai"} for name in sorted(self.behaviours)]})
+            return
         try:
             payload = orjson.loads(body) if body and not path.endswith("/transcriptions") else {}
         except orjson.JSONDecodeError:

@@ -96,8 +96,9 @@ async def gateway(tmp_path):
 
 
 @asynccontextmanager
-async def in_process_gateway(tmp_path, tenant: dict = TENANT, **settings_overrides):
-    """The app with tenant `acme` (`tenant`'s settings) and these settings (redis_url ...)."""
+async def in_process_gateway(tmp_path, tenant: dict = TENANT, models: dict = MODELS, **settings_overrides):
+    """The app with tenant `acme` (`tenant`'s settings), these models (name -> fake provider behaviour, plus a
+    `tier`) and these settings (redis_url ...)."""
     from wrapper.app import create_app
     from wrapper.audit.migrate import upgrade_database
     from wrapper.config import Role, edit
@@ -108,11 +109,12 @@ async def in_process_gateway(tmp_path, tenant: dict = TENANT, **settings_overrid
     keys = {name: edit.create_key(config, "acme", name, name, Role.app)[1] for name in ("shadowed", "enforced")}
     keys["acme"] = edit.create_key(config, "acme", "acme", None, Role.app)[1]
     keys["auditor"] = edit.create_key(config, "acme", "auditor", None, Role.auditor)[1]
-    models = write_litellm_config(tmp_path / "litellm_config.yaml", "http://unused", {m: {} for m in MODELS})
-    settings = Settings(config=config, litellm_config=models, internal_secret="in-process", var_dir=tmp_path / "var",
+    litellm_config = write_litellm_config(tmp_path / "litellm_config.yaml", "http://unused",
+                                          {m: {"tier": b["tier"]} if "tier" in b else {} for m, b in models.items()})
+    settings = Settings(config=config, litellm_config=litellm_config, internal_secret="in-process", var_dir=tmp_path / "var",
                         database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}", **settings_overrides)
     await upgrade_database(settings.database_url)
-    provider = FakeProvider(MODELS)
+    provider = FakeProvider({m: {k: v for k, v in b.items() if k != "tier"} for m, b in models.items()})
     app = create_app(settings, litellm=InProcessLiteLLM(provider))
     async with app.api.router.lifespan_context(app.api):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:

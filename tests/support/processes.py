@@ -64,9 +64,11 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
     for name, extra in models.items():
         provider = extra.get("provider", "openai")  # cohere for rerank: LiteLLM adds /v1/rerank to its base itself
         params = {"model": f"{provider}/{name}", "api_base": f"{fake_url}/v1" if provider == "openai" else fake_url,
-                  "api_key": "fake-provider-key", **{k: v for k, v in extra.items() if k != "provider"}}
+                  "api_key": "fake-provider-key", **{k: v for k, v in extra.items() if k not in ("provider", "tier")}}
         lines.append(f"  - model_name: {name}")
         lines.append(f"    litellm_params: {_flow(params)}")
+        if "tier" in extra:  # model: auto's tiers (wrapper/routing/tiers.py)
+            lines.append(f"    model_info: {_flow({'gateway_tier': extra['tier']})}")
     lines += [
         "litellm_settings:",
         "  callbacks: " + json.dumps(["custom_callbacks.wrapper_only_guard", *extra_callbacks]).replace(",", ", "),

@@ -39,6 +39,8 @@ FAKE_MODELS = {
     "fake-whisper": {"echo": True},  # transcribes the "audio" (UTF-8 text) it is sent
     "fake-image": {},
     "fake-tts": {},
+    "fake-mini": {},  # model: auto's cheap tier (LITELLM_EXTRA)
+    "fake-max": {},  # and its frontier
 }
 FALLBACKS = {"falls-back": ["fake-chat"]}
 # Tenants of the test stack: acme may use every model but globex's private one.
@@ -82,7 +84,8 @@ PRICE_PER_CHARACTER = 0.00001  # speech
 LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED,
                  "fake-rerank": {"provider": "cohere", "input_cost_per_query": PRICE_PER_QUERY},
                  "fake-whisper": _PRICED, "fake-image": {"output_cost_per_image": PRICE_PER_IMAGE},
-                 "fake-tts": {"input_cost_per_character": PRICE_PER_CHARACTER}}
+                 "fake-tts": {"input_cost_per_character": PRICE_PER_CHARACTER},
+                 "fake-mini": {**_PRICED, "tier": "cheap"}, "fake-max": {**_PRICED, "tier": "frontier"}}
 TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
 COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
 

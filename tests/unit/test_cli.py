@@ -114,7 +114,8 @@ async def test_a_key_created_to_expire_is_refused_from_then_on(gateway, capsys):
 
 def test_config_check_names_an_unknown_model_an_unknown_endpoint_and_an_invalid_policy(tmp_path, capsys):
     litellm = tmp_path / "litellm_config.yaml"
-    litellm.write_text("model_list:\n  - model_name: real\n    litellm_params: {model: openai/real}\n")
+    litellm.write_text("model_list:\n  - model_name: real\n    litellm_params: {model: openai/real}\n"
+                       "    model_info: {gateway_tier: cheap}\n")
     config = tmp_path / "gateway.yaml"
     cases = {
         "unknown model": ({"tenants": {"acme": {"models": ["real", "imaginary"]}}}, "tenants.acme.models[1]: unknown model 'imaginary'"),
@@ -122,6 +123,8 @@ def test_config_check_names_an_unknown_model_an_unknown_endpoint_and_an_invalid_
                               "keys": [{"id": "0123456789ab", "tenant": "acme", "name": "k", "endpoint": "nowhere",
                                         "hash": "sha256:" + "0" * 64}]}, "endpoint 'nowhere'"),
         "invalid policy": ({"tenants": {"acme": {"models": ["real"], "pii": {"mode": "sometimes"}}}}, "tenants.acme.pii.mode"),
+        "unknown tier": ({"tenants": {"acme": {"models": ["real"], "endpoints": {"bot": {
+            "routing": {"tiers": {"cheap": 0, "premium": 0.5}}}}}}}, "tenants.acme.endpoints.bot.routing.tiers.premium"),
     }
     for name, (data, expected) in cases.items():
         config.write_text(yaml.safe_dump(data))

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from wrapper.config import ConfigError, GatewayConfig, Role, load_config
+from wrapper.config import ConfigError, GatewayConfig, Mode, Role, load_config
 from wrapper.config import edit as config_edit
 from wrapper.settings import Settings
 
@@ -172,8 +172,17 @@ def config_problems(config: GatewayConfig, settings: Settings) -> list[str]:
     if not settings.litellm_config.is_file():
         return [f"{settings.litellm_config}: LiteLLM's config not found"]
     catalog = _catalog(settings)
-    return [f"tenants.{tenant_id}.models[{index}]: unknown model {model!r} (not in {settings.litellm_config})"
-            for tenant_id, tenant in config.tenants.items() for index, model in unknown_models(tenant.models, catalog)]
+    problems = [f"tenants.{tenant_id}.models[{index}]: unknown model {model!r} (not in {settings.litellm_config})"
+                for tenant_id, tenant in config.tenants.items() for index, model in unknown_models(tenant.models, catalog)]
+    for tenant_id, tenant in config.tenants.items():  # routing policies written out name tiers that exist
+        places = [(f"tenants.{tenant_id}.routing", tenant.routing)] if "routing" in tenant.model_fields_set else []
+        places += [(f"tenants.{tenant_id}.endpoints.{name}.routing", tenant.policy(name).routing)
+                   for name, endpoint in tenant.endpoints.items() if endpoint.routing.get("tiers")]
+        problems += [f"{where}.tiers.{tier}: no model group has model_info.gateway_tier {tier!r} "
+                     f"(in {settings.litellm_config})"
+                     for where, policy in places if policy.mode is not Mode.off
+                     for tier in policy.tiers if tier not in catalog.tiers]
+    return problems
 
 
 def _config_check(args, settings: Settings) -> int:

@@ -164,6 +164,25 @@ class LimitsPolicy(LimitSet):
     per_key: LimitSet = Field(default_factory=LimitSet)
 
 
+class RoutingPolicy(_Strict):
+    """`model: auto` (wrapper/routing/tiers.py): each request scored by its complexity and sent to a tier's model."""
+
+    # off: `model: auto` is refused. shadow: every request that names a model is scored too, and the tier it
+    # would get recorded; it is served as named. enforce: `model: auto` is routed (in shadow as well, as it names
+    # no model to serve), and with `every_request` every request is, whatever model it names.
+    mode: Mode = Mode.enforce
+    # Each tier (a `model_info.gateway_tier` of litellm_config.yaml) and the lowest score it takes; the highest tier a
+    # request's score reaches wins.
+    tiers: dict[str, float] = Field(default_factory=lambda: {"cheap": 0.0, "frontier": 0.35}, min_length=1)
+    every_request: bool = False
+
+    @model_validator(mode="after")
+    def _scores_in_range(self) -> RoutingPolicy:
+        if any(not 0.0 <= score <= 1.0 for score in self.tiers.values()):
+            raise ValueError("routing.tiers: each tier's lowest score is between 0 and 1")
+        return self
+
+
 @dataclass(frozen=True)
 class EndpointPolicies:
     """Every step's policy as it applies to one endpoint: the tenant's, with the endpoint's overrides."""
@@ -172,6 +191,7 @@ class EndpointPolicies:
     fields: FieldsPolicy
     limits: LimitsPolicy
     endpoint_limits: LimitSet  # what the endpoint itself limits, counted for the endpoint alone
+    routing: RoutingPolicy = RoutingPolicy()
 
 
 class Endpoint(_Strict):
@@ -180,6 +200,7 @@ class Endpoint(_Strict):
     pii: dict = Field(default_factory=dict)
     fields: dict = Field(default_factory=dict)
     limits: dict = Field(default_factory=dict)
+    routing: dict = Field(default_factory=dict)
 
 
 class Tenant(_Strict):
@@ -190,6 +211,7 @@ class Tenant(_Strict):
     pii: PiiPolicy = Field(default_factory=PiiPolicy)
     fields: FieldsPolicy = Field(default_factory=FieldsPolicy)
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
+    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     _policies: dict[str | None, EndpointPolicies] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -227,7 +249,7 @@ class Tenant(_Strict):
 
     def _resolved(self) -> dict[str | None, EndpointPolicies]:
         policies: dict[str | None, EndpointPolicies] = {None: EndpointPolicies(self.pii, self.fields, self.limits,
-                                                                               LimitSet())}
+                                                                               LimitSet(), self.routing)}
         for name, endpoint in self.endpoints.items():
             where = f"endpoints.{name}.limits"
             own = {key: value for key, value in endpoint.limits.items() if key in LimitSet.model_fields}
@@ -235,7 +257,8 @@ class Tenant(_Strict):
                                               _overridden(self.fields, endpoint.fields, f"endpoints.{name}.fields"),
                                               _overridden(self.limits.model_copy(update=dict.fromkeys(
                                                   LimitSet.model_fields)), endpoint.limits, where),
-                                              _overridden(LimitSet(), own, where))
+                                              _overridden(LimitSet(), own, where),
+                                              _overridden(self.routing, endpoint.routing, f"endpoints.{name}.routing"))
         return policies
 
     def policy(self, endpoint: str | None) -> EndpointPolicies:

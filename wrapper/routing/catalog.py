@@ -9,6 +9,9 @@ name, so LiteLLM has nothing left to interpret. Anything else (a deployment's
 provider/model string, a deployment id, "a,b", a name LiteLLM would pass to a
 provider with the platform's keys) is refused before LiteLLM sees it.
 
+A deployment's `model_info.gateway_tier` (e.g. `cheap`, `frontier`) puts its model group in that tier, for
+`model: auto` (wrapper/routing/tiers.py).
+
 A tenant's `"*"` means every name and alias in the catalog, never a wildcard
 route: a tenant reaches `openai/*` only when its allow-list names that route.
 """
@@ -16,7 +19,7 @@ route: a tenant reaches `openai/*` only when its allow-list names that route.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -31,6 +34,7 @@ class ModelCatalog:
     names: frozenset[str]  # model groups served as named
     aliases: dict[str, str]  # alias -> model group
     wildcards: tuple[tuple[str, re.Pattern], ...] = ()  # (model_name with *, what it matches)
+    tiers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tier -> model groups (model_info.gateway_tier)
 
     @classmethod
     def from_litellm_config(cls, path: Path) -> ModelCatalog:
@@ -40,10 +44,14 @@ class ModelCatalog:
             raise RuntimeError(f"cannot read the LiteLLM config {path}: {exc}") from None
         names: set[str] = set()
         wildcards = []
+        tiers: dict[str, list[str]] = {}
         for deployment in config.get("model_list") or ():
             name = deployment.get("model_name") if isinstance(deployment, dict) else None
             if not isinstance(name, str):
                 continue
+            tier = (deployment.get("model_info") or {}).get("gateway_tier")  # LiteLLM reads `tier` itself
+            if isinstance(tier, str) and "*" not in name and name not in tiers.get(tier, ()):
+                tiers.setdefault(tier, []).append(name)
             if "*" in name:
                 wildcards.append((name, re.compile(".*".join(map(re.escape, name.split("*"))))))
             else:
@@ -58,7 +66,7 @@ class ModelCatalog:
                 target = target.get("model") if isinstance(target, dict) else target
                 if isinstance(alias, str) and isinstance(target, str):
                     aliases[alias] = target
-        return cls(frozenset(names), aliases, tuple(wildcards))
+        return cls(frozenset(names), aliases, tuple(wildcards), {tier: tuple(groups) for tier, groups in tiers.items()})
 
     def some_model(self) -> str | None:
         """A model group to warm LiteLLM up with (None when the catalog has none)."""

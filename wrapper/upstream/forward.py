@@ -170,6 +170,10 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
         "gateway_credential_id": principal.credential_id,
         "tags": [f"tenant:{principal.tenant}"] + ([f"endpoint:{principal.endpoint}"] if principal.endpoint else []),
     }
+    tier = next((d for d in ctx.decisions if d.get("step") == "tier" and d.get("mode") == "enforce"), None)
+    if tier is not None:  # model: auto's decision, for the trace (the record has it already)
+        identity["tags"].append(f"route:{tier['decision']}")
+        identity["gateway_route"] = f"{tier['decision']} score={tier['score']} ({tier['reason']})"
     metadata = sealed_metadata(secret, upstream if ctx.model_group is not None else {**upstream, "model": STORED_OBJECT},
                                identity)
     if body.get("metadata") and own_metadata:
