@@ -33,6 +33,7 @@ bench: install
 	$(VENV)/bin/python bench/fuzz.py
 	$(VENV)/bin/python bench/limits.py
 	$(VENV)/bin/python bench/limits_proof.py
+	$(VENV)/bin/python bench/routing_classifier.py
 
 install: $(VENV)/.installed
 
