@@ -140,6 +140,7 @@ class RequestContext:
     route: Route | None = None  # the API shape of the request (chat, embeddings ...): how steps read it
     body: dict | None = None  # the request as checked (after the steps changed it): the client's fields only
     model_group: str | None = None  # the model LiteLLM is asked for: the request's, aliases resolved (step 5)
+    controls: dict = field(default_factory=dict)  # LiteLLM's control fields the gateway sets (retries, fallbacks)
     upload: Upload | None = None  # the file of a multipart upload (transcriptions), beside the body
     upstream_headers: dict[str, str] = field(default_factory=dict)  # the route's API headers passed to LiteLLM
     halves: list[ResponseHalf] = field(default_factory=list)  # the steps' response halves, in request order

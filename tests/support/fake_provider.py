@@ -44,6 +44,7 @@ class Behaviour:
     reply: str = DEFAULT_REPLY
     echo: bool = False  # answer with the last user message instead of `reply`
     status: int = 200  # an error status answered with an OpenAI error envelope
+    fail_first: int = 0  # with a `status`: only the first N calls with the same last user message fail, then 200
     retry_after: int | None = None
     hang: bool = False  # never answer (until the caller gives up)
     disconnect_after_chunks: int | None = None  # drop the connection mid-stream
@@ -82,6 +83,7 @@ class FakeProvider:
         self.behaviours: dict[str, Behaviour] = {}
         self.log: list[Record] = []
         self._ids = itertools.count(1)
+        self._failed: dict[tuple, int] = {}  # (model, last user message) -> calls failed so far (fail_first)
         self.responses = ResponsesApi()
         self.set_behaviours(behaviours or {})
 
@@ -198,6 +200,11 @@ class FakeProvider:
             return True
         if behaviour.latency_ms:
             await asyncio.sleep(behaviour.latency_ms / 1000)
+        if behaviour.status != 200 and behaviour.fail_first:  # a failure sequence: fail N times, then answer
+            key = (record.model, _last_user_text(record.body) if isinstance(record.body, dict) else "")
+            self._failed[key] = self._failed.get(key, 0) + 1
+            if self._failed[key] > behaviour.fail_first:
+                return False
         if behaviour.status != 200:
             headers = [(b"retry-after", str(behaviour.retry_after).encode())] if behaviour.retry_after else []
             kind = "rate_limit_error" if behaviour.status == 429 else "server_error"

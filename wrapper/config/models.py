@@ -183,6 +183,27 @@ class RoutingPolicy(_Strict):
         return self
 
 
+class Retries(_Strict):
+    """Attempts after the first, per class of error (a client error, 4xx, is never retried)."""
+
+    rate_limited: int = Field(0, ge=0, le=10)  # 429, after the provider's Retry-After (LiteLLM caps the wait)
+    server_error: int = Field(0, ge=0, le=10)  # 500 and 503
+    timeout: int = Field(0, ge=0, le=10)  # an attempt past attempt_timeout_seconds
+    connection: int = Field(0, ge=0, le=10)  # the provider unreachable, and other 5xx (502, 504)
+
+
+class ResiliencePolicy(_Strict):
+    """How LiteLLM retries and falls back for this tenant or endpoint (wrapper/routing/resilience.py). Unset, the
+    router settings of litellm_config.yaml apply; set, these travel with each request as the gateway's own control
+    fields (a client can never set them)."""
+
+    retries: Retries | None = None
+    attempt_timeout_seconds: float | None = Field(None, gt=0, le=3600)  # each attempt, first token to last byte
+    # Model groups or tiers tried in order when the request's own group fails (after its retries); only those the
+    # tenant may use. Empty: none, whatever litellm_config.yaml says.
+    fallbacks: tuple[str, ...] | None = None
+
+
 @dataclass(frozen=True)
 class EndpointPolicies:
     """Every step's policy as it applies to one endpoint: the tenant's, with the endpoint's overrides."""
@@ -192,6 +213,7 @@ class EndpointPolicies:
     limits: LimitsPolicy
     endpoint_limits: LimitSet  # what the endpoint itself limits, counted for the endpoint alone
     routing: RoutingPolicy = RoutingPolicy()
+    resilience: ResiliencePolicy = ResiliencePolicy()
 
 
 class Endpoint(_Strict):
@@ -201,6 +223,7 @@ class Endpoint(_Strict):
     fields: dict = Field(default_factory=dict)
     limits: dict = Field(default_factory=dict)
     routing: dict = Field(default_factory=dict)
+    resilience: dict = Field(default_factory=dict)
 
 
 class Tenant(_Strict):
@@ -212,6 +235,7 @@ class Tenant(_Strict):
     fields: FieldsPolicy = Field(default_factory=FieldsPolicy)
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    resilience: ResiliencePolicy = Field(default_factory=ResiliencePolicy)
     _policies: dict[str | None, EndpointPolicies] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -249,7 +273,8 @@ class Tenant(_Strict):
 
     def _resolved(self) -> dict[str | None, EndpointPolicies]:
         policies: dict[str | None, EndpointPolicies] = {None: EndpointPolicies(self.pii, self.fields, self.limits,
-                                                                               LimitSet(), self.routing)}
+                                                                               LimitSet(), self.routing,
+                                                                               self.resilience)}
         for name, endpoint in self.endpoints.items():
             where = f"endpoints.{name}.limits"
             own = {key: value for key, value in endpoint.limits.items() if key in LimitSet.model_fields}
@@ -258,7 +283,9 @@ class Tenant(_Strict):
                                               _overridden(self.limits.model_copy(update=dict.fromkeys(
                                                   LimitSet.model_fields)), endpoint.limits, where),
                                               _overridden(LimitSet(), own, where),
-                                              _overridden(self.routing, endpoint.routing, f"endpoints.{name}.routing"))
+                                              _overridden(self.routing, endpoint.routing, f"endpoints.{name}.routing"),
+                                              _overridden(self.resilience, endpoint.resilience,
+                                                          f"endpoints.{name}.resilience"))
         return policies
 
     def policy(self, endpoint: str | None) -> EndpointPolicies:

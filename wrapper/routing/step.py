@@ -1,4 +1,5 @@
-"""Step 5 of the flow: the model LiteLLM is asked for, aliases resolved, within the tenant's allow-list."""
+"""Step 5 of the flow: the model LiteLLM is asked for, aliases resolved, within the tenant's allow-list; and how
+LiteLLM may retry and fall back for it (routing/resilience.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from wrapper.config import Mode
 from wrapper.context import RequestContext
 from wrapper.pipeline import StepResult
 from wrapper.routing.catalog import ModelCatalog
+from wrapper.routing.resilience import controls
 
 
 class ModelRoute:
@@ -19,4 +21,5 @@ class ModelRoute:
 
     async def request(self, ctx: RequestContext) -> StepResult:
         ctx.model_group = self.catalog.route(ctx.tenant, ctx.body["model"])  # 403 or 404 when it may not be served
+        ctx.controls = controls(ctx.policy.resilience, ctx.model_group, self.catalog, ctx.tenant)
         return StepResult("routed")

@@ -157,6 +157,8 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
     upstream = {key: value for key, value in body.items() if key != "metadata" or not own_metadata}
     if ctx.model_group is not None:
         upstream["model"] = ctx.model_group
+        if ctx.upload is None:  # the gateway's own: retries, fallbacks, timeout (sealed with the rest)
+            upstream.update(ctx.controls)
     if body.get("stream") and route.stream_usage_option:  # usage (and cost) come in a last chunk only when asked
         upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     user = principal.user or body.get("user")
