@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
+
 from tests.support.audit_db import the_record
 from tests.support.http import chat
 
@@ -65,3 +67,17 @@ def test_a_client_cannot_send_the_control_fields_itself(stack, fake_provider):
         reply = chat(stack, "umbrella-plain", body)
         assert reply.status_code == 400 and reply.json()["error"]["param"] == field, (field, reply.text)
     assert fake_provider.requests_containing(marker) == []
+
+
+def test_a_stream_broken_after_its_first_bytes_is_not_retried_and_ends_with_an_error_event(stack, fake_provider):
+    marker = uuid.uuid4().hex
+    body = {"model": "drops", "stream": True, "messages": [{"role": "user", "content": f"hi {marker}"}]}
+    for key in ("umbrella-retrying", "umbrella-failover"):  # retries, and a fallback, that must not run mid-stream
+        with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30,
+                          headers={**stack.auth_for(key), "x-request-id": f"{key}-{marker}"}) as reply:
+            assert reply.status_code == 200
+            events = [line for line in reply.iter_lines() if line.startswith("data:")]
+        assert "data: [DONE]" not in events and '"error"' in events[-1]
+        content = "".join(e for e in events[:-1])
+        assert content.count('"role"') <= 1  # one answer's chunks: never a second attempt spliced on
+    assert len(fake_provider.requests_containing(marker)) == 2  # one call per request, none retried

@@ -56,7 +56,7 @@ TENANT_MODELS = {
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
     "cyberdyne": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (CYBERDYNE_LIMITS)
     # retries and fallbacks per endpoint (UMBRELLA_RESILIENCE)
-    "umbrella": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back"],
+    "umbrella": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops"],
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
