@@ -60,6 +60,7 @@ from wrapper.routing.tiers import AUTO, TierRoute, auto_available
 from wrapper.settings import Settings, get_settings
 from wrapper.upstream.client import LiteLLMClient
 from wrapper.upstream.forward import Upstream
+from wrapper.upstream.hedge import HedgeBudget
 from wrapper.upstream.sse import wait_for_disconnect
 from wrapper.upstream.stream_usage import StreamUsageCounter
 
@@ -102,7 +103,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         ModelRoute(catalog),  # 5. route: aliases, the tenant's allow-list
         # 6. cache layers (issue 19)
     ])
-    upstream = Upstream(litellm, settings.internal_secret.encode(), usage_counter)
+    upstream = Upstream(litellm, settings.internal_secret.encode(), usage_counter,
+                        HedgeBudget(settings.hedge_budget_percent))
 
     async def admit_caller(request: Request, role: Role) -> RequestContext:
         """Authenticate (API key or SSO token) and check the role, before the body is even read."""

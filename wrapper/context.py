@@ -95,6 +95,7 @@ class Outcome:
     usage_estimated: bool = False  # counted by the gateway (a stream cut short), not reported by the provider
     cache_hit: bool = False
     attempts: int = 1  # calls LiteLLM made for it: the first, its retries and its fallbacks
+    hedge_cost: float = 0.0  # what a hedge's losing attempt cost (wrapper/upstream/hedge.py), added to `cost`
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
     provider_answer: bytes | None = None  # a whole answer as the provider gave it, when steps changed what was sent
 
@@ -109,11 +110,16 @@ class Outcome:
             self.usage_estimated = usage.get("estimated") is True
 
     def with_stream_usage(self) -> Outcome:
-        """This outcome with a stream's usage (its last chunk) read into it, as a copy; itself when there is none."""
-        if self.stream is None or not self.stream.usage:
+        """This outcome with a stream's usage (its last chunk) read into it and a hedge's losing attempt added to
+        its cost, as a copy; itself when there is neither."""
+        streamed = self.stream is not None and bool(self.stream.usage)
+        if not streamed and not self.hedge_cost:
             return self
         final = dataclasses.replace(self)
-        final.note_usage(self.stream.usage)
+        if streamed:
+            final.note_usage(self.stream.usage)
+        if self.hedge_cost:
+            final.cost = (final.cost or 0.0) + self.hedge_cost
         return final
 
     def note_headers(self, headers) -> None:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # LiteLLM's router owns per-model timeouts; this only stops a wedged LiteLLM holding a request forever.
     upstream_timeout_seconds: float = Field(900.0, gt=0)
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    # Of a replica's requests over the last minute, the share that may start a hedge (resilience.hedge_after_ms):
+    # an outage must not double the load.
+    hedge_budget_percent: float = Field(5.0, ge=0, le=100)
     var_dir: Path = Path("var")  # the embedded default's state: SQLite file, signing key, audit spool
     # The audit store: PostgreSQL (postgresql+asyncpg://...) in production; unset, a SQLite file in var_dir.
     database_url: str = ""

@@ -11,6 +11,7 @@ import httpx
 
 from tests.support.audit_db import the_record
 from tests.support.http import chat
+from tests.support.stack import COST_EACH
 
 
 def attempt(stack, fake_provider, key: str, model: str) -> tuple[object, list[dict], dict, float]:
@@ -81,3 +82,46 @@ def test_a_stream_broken_after_its_first_bytes_is_not_retried_and_ends_with_an_e
         content = "".join(e for e in events[:-1])
         assert content.count('"role"') <= 1  # one answer's chunks: never a second attempt spliced on
     assert len(fake_provider.requests_containing(marker)) == 2  # one call per request, none retried
+
+
+def hedged(stack, model: str, stream: bool) -> tuple[object, str, str, float]:
+    """The reply, the text the client got, the request id, and the time to its first content (s)."""
+    marker = uuid.uuid4().hex
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": f"hi {marker}"}]}
+    started, first, text = time.monotonic(), None, ""
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30,
+                      headers={**stack.auth_for("umbrella-hedged"), "x-request-id": marker}) as reply:
+        for line in reply.iter_lines():
+            first = first or time.monotonic()
+            text += line
+    return reply, text, marker, first - started
+
+
+def test_a_late_first_token_is_hedged_and_the_first_content_wins_alone(stack, fake_provider):
+    for stream in (True, False):
+        reply, text, marker, ttft = hedged(stack, "stalls", stream)
+        assert reply.status_code == 200, text
+        assert ttft < 2.0  # the stalled call's first token came after 3 s
+        assert "the slow answer" not in text and ("data: [DONE]" in text if stream else "choices" in text)
+        calls = {c["model"]: c for c in fake_provider.requests_containing(marker)}
+        assert set(calls) == {"stalls", "fake-chat"}
+        if stream:
+            # The wrapper drops the loser's connection to LiteLLM at once; LiteLLM 1.108.5 notices only when the
+            # provider's first chunk arrives (not while it waits for it), and then stops the provider's stream.
+            deadline = time.monotonic() + 8
+            while not (loser := fake_provider.requests_containing(marker)[0])["finished_at"] \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            loser = next(c for c in fake_provider.requests_containing(marker) if c["model"] == "stalls")
+            assert loser["caller_disconnected"] and loser["outcome"] == "caller_disconnected"
+        record = the_record(stack.database_url, marker, 10)
+        decision = next(d for d in record["decisions"] if d["step"] == "hedge")
+        assert decision["decision"] == "hedge_won" and decision["after_ms"] == 400
+        assert [(a["model"], a["outcome"]) for a in decision["attempts"]] == [("stalls", "lost"), ("fake-chat", "won")]
+        assert record["cost"] > COST_EACH  # the answer, and the prompt of the attempt that lost
+
+
+def test_a_first_token_in_time_is_not_hedged(stack, fake_provider):
+    reply, text, marker, _ = hedged(stack, "fake-chat", True)
+    assert reply.status_code == 200 and len(fake_provider.requests_containing(marker)) == 1
+    assert not [d for d in the_record(stack.database_url, marker, 10)["decisions"] if d["step"] == "hedge"]

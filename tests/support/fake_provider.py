@@ -45,6 +45,8 @@ class Behaviour:
     echo: bool = False  # answer with the last user message instead of `reply`
     status: int = 200  # an error status answered with an OpenAI error envelope
     fail_first: int = 0  # with a `status`: only the first N calls with the same last user message fail, then 200
+    stall_every: int = 0  # every Nth call of this model (1: each) waits stall_ms before it answers or streams
+    stall_ms: float = 0
     retry_after: int | None = None
     hang: bool = False  # never answer (until the caller gives up)
     disconnect_after_chunks: int | None = None  # drop the connection mid-stream
@@ -84,6 +86,7 @@ class FakeProvider:
         self.log: list[Record] = []
         self._ids = itertools.count(1)
         self._failed: dict[tuple, int] = {}  # (model, last user message) -> calls failed so far (fail_first)
+        self._calls: dict[str, int] = {}  # model -> calls so far (stall_every)
         self.responses = ResponsesApi()
         self.set_behaviours(behaviours or {})
 
@@ -200,6 +203,15 @@ class FakeProvider:
             return True
         if behaviour.latency_ms:
             await asyncio.sleep(behaviour.latency_ms / 1000)
+        streamed = isinstance(record.body, dict) and bool(record.body.get("stream"))
+        if not streamed and (stall := self._stall(behaviour, record)):  # a stream stalls after its headers
+            watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+            await _sleep_unless(watcher, stall)
+            if watcher.done():
+                record.outcome, record.caller_disconnected = "caller_disconnected", True
+                record.finished_at = time.monotonic()
+                return True
+            watcher.cancel()
         if behaviour.status != 200 and behaviour.fail_first:  # a failure sequence: fail N times, then answer
             key = (record.model, _last_user_text(record.body) if isinstance(record.body, dict) else "")
             self._failed[key] = self._failed.get(key, 0) + 1
@@ -213,6 +225,13 @@ class FakeProvider:
             return True
         return False
 
+    def _stall(self, behaviour: Behaviour, record: Record) -> float:
+        """Seconds this call stalls before its first token: every `stall_every`th call of the model, else 0."""
+        if not behaviour.stall_every:
+            return 0.0
+        self._calls[record.model] = calls = self._calls.get(record.model, 0) + 1
+        return behaviour.stall_ms / 1000 if calls % behaviour.stall_every == 0 else 0.0
+
     async def _stream(self, behaviour, record, text, usage, receive, send, text_completion: bool = False) -> None:
         await send({
             "type": "http.response.start",
@@ -220,6 +239,8 @@ class FakeProvider:
             "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *_headers(behaviour)],
         })
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        if stall := self._stall(behaviour, record):  # headers sent, the first token late (a slow provider's TTFT)
+            await _sleep_unless(watcher, stall)
         try:
             pieces = ([text[i:i + behaviour.chunk_chars] for i in range(0, len(text), behaviour.chunk_chars)]
                       if behaviour.chunk_chars else _split(text, behaviour.chunks))

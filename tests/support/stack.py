@@ -42,6 +42,8 @@ FAKE_MODELS = {
     "flaky-429": {"status": 429, "retry_after": 1, "fail_first": 2},  # two 429s for each prompt, then answers
     "limited-fast": {"status": 429, "retry_after": 1},
     "flaky-500": {"status": 500, "fail_first": 1},
+    # a first token 3 s late, then 10 chunks over 2 s
+    "stalls": {"stall_every": 1, "stall_ms": 3000, "reply": "the slow answer", "chunks": 10, "chunk_interval_ms": 200},
     "fake-mini": {},  # model: auto's cheap tier (LITELLM_EXTRA)
     "fake-max": {},  # and its frontier
 }
@@ -56,18 +58,20 @@ TENANT_MODELS = {
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
     "cyberdyne": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (CYBERDYNE_LIMITS)
     # retries and fallbacks per endpoint (UMBRELLA_RESILIENCE)
-    "umbrella": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops"],
+    "umbrella": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
+                 "stalls"],
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
                     "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"],
-                    "umbrella": ["retrying", "failover", "plain"]}
+                    "umbrella": ["retrying", "failover", "plain", "hedged"]}
 # umbrella's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
 # config would: falls-back -> fake-chat); `failover` retries a 5xx once, then falls back to fake-chat, or to
 # globex-private, which umbrella may not use (so never); `plain` leaves it to litellm_config.yaml.
 UMBRELLA_RESILIENCE = {
     "retrying": {"retries": {"rate_limited": 2, "server_error": 2}, "fallbacks": []},
     "failover": {"retries": {"server_error": 1}, "fallbacks": ["globex-private", "fake-chat"]},
+    "hedged": {"hedge_after_ms": 400, "fallbacks": ["fake-chat"]},  # no first content in 0.4 s: fake-chat too
 }
 # cyberdyne's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
 CYBERDYNE_LIMITS = {
@@ -98,7 +102,7 @@ LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED
                  "fake-rerank": {"provider": "cohere", "input_cost_per_query": PRICE_PER_QUERY},
                  "fake-whisper": _PRICED, "fake-image": {"output_cost_per_image": PRICE_PER_IMAGE},
                  "fake-tts": {"input_cost_per_character": PRICE_PER_CHARACTER},
-                 "fake-mini": {**_PRICED, "tier": "cheap"}, "fake-max": {**_PRICED, "tier": "frontier"}}
+                 "stalls": _PRICED, "fake-mini": {**_PRICED, "tier": "cheap"}, "fake-max": {**_PRICED, "tier": "frontier"}}
 TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
 COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
 
@@ -255,6 +259,7 @@ def stack(fake_provider, idp, stack_database, langfuse, tmp_path_factory) -> Sta
             "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
             "GATEWAY_DATABASE_URL": stack_database,
             "GATEWAY_REDIS_URL": STACK_REDIS_URL,
+            "GATEWAY_HEDGE_BUDGET_PERCENT": "100",  # the hedging tests hedge on demand (the budget: unit tests)
             "GATEWAY_VAR_DIR": str(workdir / "var"),
             "GATEWAY_LOG_REQUESTS": "true",  # tests read what LiteLLM's callback admitted from its log line
             "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",

@@ -202,6 +202,9 @@ class ResiliencePolicy(_Strict):
     # Model groups or tiers tried in order when the request's own group fails (after its retries); only those the
     # tenant may use. Empty: none, whatever litellm_config.yaml says.
     fallbacks: tuple[str, ...] | None = None
+    # No first content by then: one more attempt on the first fallback group; the first to produce content wins
+    # (wrapper/upstream/hedge.py). Needs a fallback the tenant may use.
+    hedge_after_ms: int | None = Field(None, ge=1, le=600_000)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from custom_callbacks.seal import CLIENT_METADATA_KEY, STORED_OBJECT, WARM_UP_TE
 from wrapper.context import RequestContext, ResponseHalf, StreamSummary
 from wrapper.errors import CLIENT_CLOSED, GatewayError
 from wrapper.observability.tracing import step
+from wrapper.upstream import hedge
 from wrapper.upstream.client import LiteLLMClient, UpstreamStream, passed_headers
+from wrapper.upstream.hedge import HedgeBudget
 from wrapper.upstream.sse import EventStreamResponse, split_events
 from wrapper.upstream.stream_usage import StreamUsageCounter
 from wrapper.upload import multipart_body
@@ -32,10 +34,12 @@ WARM_UP_SECONDS = 30
 class Upstream:
     """LiteLLM, as the pipeline's last step sees it: one forward per request."""
 
-    def __init__(self, litellm: LiteLLMClient, secret: bytes, usage_counter: StreamUsageCounter) -> None:
+    def __init__(self, litellm: LiteLLMClient, secret: bytes, usage_counter: StreamUsageCounter,
+                 hedge_budget: HedgeBudget | None = None) -> None:
         self.litellm = litellm
         self.secret = secret
         self.usage_counter = usage_counter  # counts what a stream cut short had produced
+        self.hedge_budget = hedge_budget or HedgeBudget(5.0)
         self._warm_up: asyncio.Future | None = None
 
     async def warm_up(self, model: str | None) -> None:
@@ -65,14 +69,25 @@ class Upstream:
                 pass  # the guard's refusal is the warm-up's expected end; anything else only means a colder start
 
     async def forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
-        body = sealed_body(ctx, self.secret)
-        if ctx.route.binary_answer:
-            return await self._binary(ctx, body)
-        if ctx.body.get("stream"):
-            return await self._stream(ctx, body)
+        hedging = None if ctx.route.binary_answer else hedge.plan(ctx)
+        self.hedge_budget.note_request()
+        if hedging is None:
+            body = sealed_body(ctx, self.secret)
+            if ctx.route.binary_answer:
+                return await self._binary(ctx, body)
+            if ctx.body.get("stream"):
+                return await self._stream(ctx, body)
+        elif ctx.body.get("stream"):
+            return await self._stream(ctx, None, hedging)
         with step("litellm"):
-            reply = await _unless_client_leaves(
-                self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
+            if hedging is None:
+                reply = await _unless_client_leaves(
+                    self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
+            else:
+                winner, losers = await _unless_client_leaves(
+                    hedge.race(ctx, self.hedge_budget, *hedging, self._whole_answer), client_gone)
+                reply = winner.reply
+                await self._cost_of_losers(ctx, losers)
         _note_reply(ctx, reply.body, reply.headers)
         outcome = ctx.outcome
         if outcome.cost is None and outcome.tokens_in is not None:
@@ -100,20 +115,58 @@ class Upstream:
         return StreamingResponse(stream.chunks, headers=_answer_headers(ctx, stream.headers, stream.waited_seconds),
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
-    async def _stream(self, ctx: RequestContext, body: bytes) -> Response:
-        stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
+    async def _stream(self, ctx: RequestContext, body: bytes | None,
+                      hedging: tuple[float, str] | None = None) -> Response:
+        if hedging is None:
+            stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
+            events, losers = split_events(stream.chunks), []
+        else:  # the first content of the request or of its hedge, whichever comes first
+            winner, losers = await hedge.race(ctx, self.hedge_budget, *hedging, self._first_content)
+            stream, events = winner.stream, _after(winner.early, winner.events)
         ctx.outcome.note_headers(stream.headers)
         ctx.outcome.stream = StreamSummary(ctx.route, started_at=ctx.started_at)
         headers = _answer_headers(ctx, stream.headers, stream.waited_seconds)
-        return EventStreamResponse(self._events(ctx, stream), headers)
+        # What the loser cost is counted meanwhile: the record is written as the stream's end passes
+        costing = asyncio.ensure_future(self._cost_of_losers(ctx, losers)) if losers else None
+        return EventStreamResponse(self._events(ctx, stream, events, costing), headers)
 
-    async def _events(self, ctx: RequestContext, stream: UpstreamStream) -> AsyncIterator[bytes]:
+    def _whole_answer(self, ctx: RequestContext, attempt: hedge.Attempt) -> Awaitable[hedge.Attempt]:
+        return hedge.whole_answer(attempt, self.litellm.post(ctx.route.path, sealed_body(ctx, self.secret),
+                                                             ctx.request_id, ctx.upstream_headers))
+
+    def _first_content(self, ctx: RequestContext, attempt: hedge.Attempt) -> Awaitable[hedge.Attempt]:
+        opened = self.litellm.open_stream(ctx.route.path, sealed_body(ctx, self.secret), ctx.request_id,
+                                          ctx.upstream_headers)
+        return hedge.first_content(ctx, attempt, opened)
+
+    async def _cost_of_losers(self, ctx: RequestContext, losers: list[hedge.Attempt]) -> None:
+        """What a hedge's losing attempt cost: its prompt and whatever it produced, at its group's prices."""
+        for attempt in losers:
+            produced = StreamSummary(ctx.route)
+            for event in attempt.early:
+                produced.observe(event)
+            deployment = (attempt.stream.headers if attempt.stream else {}).get("x-litellm-model-id")
+            usage = await self.usage_counter.count(ctx.route.prompt(ctx.body), produced.produced, attempt.group,
+                                                   deployment, ctx.request_id)
+            if usage is None:
+                continue
+            cost = usage.get("cost")
+            if cost is None:  # LiteLLM had not said which deployment: the group's prices (its dearest's)
+                prices = await self.usage_counter.group_prices(attempt.group)
+                cost = usage["prompt_tokens"] * prices[0] + usage["completion_tokens"] * prices[1] if prices else 0.0
+            ctx.outcome.hedge_cost += cost
+
+    async def _events(self, ctx: RequestContext, stream: UpstreamStream, events: AsyncIterator[bytes],
+                      costing: asyncio.Future | None) -> AsyncIterator[bytes]:
         summary = ctx.outcome.stream
         asked_for_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
         halves = list(reversed(ctx.halves))
         try:
-            async for event in split_events(stream.chunks):
+            async for event in events:
                 summary.observe(event)  # before it is sent: the response path reads the summary at the end
+                if costing is not None and (summary.done or event.startswith(_DONE)):
+                    await costing  # a hedge's loser, in the cost before the record is written
+                    costing = None
                 if summary.done and summary.usage is not None and "cost" not in summary.usage:
                     # usage without LiteLLM's cost (Anthropic's events): priced before the end event goes out
                     summary.usage["cost"] = await self.usage_counter.cost_of(
@@ -136,6 +189,8 @@ class Upstream:
             yield ctx.route.error_event(exc)
         finally:
             stream.close()  # no-op after a complete stream
+            if costing is not None:
+                await costing
             if summary.usage is None and summary.first_token_at is not None:
                 # Cut short (client gone, stream broken): the provider billed what it produced; count it.
                 # The record waits for this; the client, gone or given its error already, does not.
@@ -197,6 +252,14 @@ def _still_held(halves: list[ResponseHalf]) -> Iterator[bytes]:
     for index, half in enumerate(halves):
         if held := half.end():
             yield _through(halves[index + 1:], held)
+
+
+async def _after(early: list[bytes], events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The events a hedge race read already, then the rest of the stream."""
+    for event in early:
+        yield event
+    async for event in events:
+        yield event
 
 
 def _through(halves: list[ResponseHalf], event: bytes) -> bytes:
