@@ -34,6 +34,7 @@ bench: install
 	$(VENV)/bin/python bench/limits.py
 	$(VENV)/bin/python bench/limits_proof.py
 	$(VENV)/bin/python bench/routing_classifier.py
+	$(VENV)/bin/python bench/hedging.py
 
 install: $(VENV)/.installed
 
