@@ -100,4 +100,5 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_wrapper_exports(stack):
     assert named and named <= scraped, named - scraped
     assert {"gateway_cost_usd_total", "gateway_request_duration_seconds_bucket",
             "gateway_time_to_first_token_seconds_bucket", "gateway_budget_used_usd",
-            "gateway_limit_decisions_total"} <= named  # spend, latency, TTFT, budgets and refusals are all there
+            "gateway_limit_decisions_total", "gateway_policy_decisions_total",
+            "gateway_upstream_attempts_total"} <= named  # spend, latency, TTFT, budgets, refusals, routes, retries

@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 
+from tests.stack.test_metrics import sample, scrape
 from tests.support.audit_db import the_record
 from tests.support.http import chat
 from tests.support.stack import COST_EACH
@@ -24,11 +25,14 @@ def attempt(stack, fake_provider, key: str, model: str) -> tuple[object, list[di
 
 
 def test_a_429_is_retried_as_often_as_the_policy_says_after_its_retry_after(stack, fake_provider):
+    labels = {"tenant": "umbrella", "endpoint": "retrying", "group": "flaky-429"}
+    before = sample(scrape(stack), "gateway_upstream_attempts_total", attempt="extra", **labels)
     reply, calls, record, took = attempt(stack, fake_provider, "umbrella-retrying", "flaky-429")
     assert reply.status_code == 200, reply.text  # two 429s, then the answer
     assert [c["model"] for c in calls] == ["flaky-429"] * 3
     assert took >= 1.0  # the provider said Retry-After: 1
     assert record["status"] == 200 and record["attempts"] == 3
+    assert sample(scrape(stack), "gateway_upstream_attempts_total", attempt="extra", **labels) == before + 2
     reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", "limited-fast")  # 429 for ever
     assert reply.status_code == 429 and len(calls) == 3 and record["status"] == 429  # the first and two retries
 

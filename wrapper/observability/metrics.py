@@ -60,6 +60,10 @@ class GatewayMetrics:
                                   ["tenant", "scope", "kind"], registry=registry)
         self.budget_warnings = Counter("gateway_budget_warnings", "Answers that carried a budget warning (use past "
                                        "warn_at_percent).", ["tenant", "endpoint"], registry=registry)
+        self.attempts = Counter("gateway_upstream_attempts", "LiteLLM's calls for answered and failed requests: the "
+                                "first, and extra (retries and fallbacks, as LiteLLM reports them), by tenant, "
+                                "endpoint and the model group that answered.",
+                                ["tenant", "endpoint", "group", "attempt"], registry=registry)
         self.users_labelled = users_labelled
         self._children: dict[tuple, object] = {}  # (metric, labels) -> its series: labels() locks and checks each call
         self._users: set[tuple[str, str]] = set()
@@ -82,6 +86,10 @@ class GatewayMetrics:
                 series(self.tokens, *labels, direction).inc(record[field])
         if record.get("cost"):
             series(self.cost, *labels).inc(record["cost"])
+        if record.get("tier"):  # LiteLLM answered for a model group (a configured name: bounded)
+            series(self.attempts, labels[0], labels[1], record["tier"], "first").inc()
+            if (record.get("attempts") or 1) > 1:
+                series(self.attempts, labels[0], labels[1], record["tier"], "extra").inc(record["attempts"] - 1)
         for decision in record.get("decisions") or ():  # steps and their words are the gateway's: bounded labels
             series(self.decisions, labels[0], labels[1], decision["step"], decision["mode"], decision["decision"]).inc()
             if decision["step"] == "admit":
