@@ -42,8 +42,11 @@ def test_a_5xx_is_retried_and_a_client_error_never(stack, fake_provider):
     assert reply.status_code == 200 and len(calls) == 2  # one 500, then the answer
     reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", "boom")
     assert reply.status_code >= 500 and len(calls) == 3
-    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", "refuses")  # 400
-    assert reply.status_code == 400 and len(calls) == 1 and record["status"] == 400
+    for model, status in (("refuses", 400), ("status-401", 401), ("status-403", 403), ("status-404", 404),
+                          ("status-422", 422)):
+        reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", model)
+        assert reply.status_code >= 400 and len(calls) == 1, (model, reply.status_code, len(calls))
+        assert record["attempts"] == 1, model
 
 
 def test_an_endpoint_without_fallbacks_overrides_litellms_own(stack, fake_provider):
@@ -129,3 +132,16 @@ def test_a_first_token_in_time_is_not_hedged(stack, fake_provider):
     reply, text, marker, _ = hedged(stack, "fake-chat", True)
     assert reply.status_code == 200 and len(fake_provider.requests_containing(marker)) == 1
     assert not [d for d in the_record(stack.database_url, marker, 10)["decisions"] if d["step"] == "hedge"]
+
+
+def test_the_endpoints_deadline_bounds_the_wait_retries_included(stack, fake_provider):
+    for model, stream in (("stalls", True), ("stalls", False), ("limited-fast", False)):  # 3 s late; 429 x 6
+        marker = uuid.uuid4().hex
+        started = time.monotonic()
+        reply = chat(stack, "umbrella-bounded", {"model": model, "stream": stream,
+                                                 "messages": [{"role": "user", "content": f"hi {marker}"}]},
+                     **{"x-request-id": marker})
+        took = time.monotonic() - started
+        assert reply.status_code == 504 and reply.json()["error"]["code"] == "deadline_exceeded", (model, reply.text)
+        assert took < 2.5, (model, took)
+        assert the_record(stack.database_url, marker, 10)["status"] == 504

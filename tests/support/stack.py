@@ -42,6 +42,7 @@ FAKE_MODELS = {
     "flaky-429": {"status": 429, "retry_after": 1, "fail_first": 2},  # two 429s for each prompt, then answers
     "limited-fast": {"status": 429, "retry_after": 1},
     "flaky-500": {"status": 500, "fail_first": 1},
+    **{f"status-{status}": {"status": status} for status in (401, 403, 404, 422)},  # client errors of a provider
     # a first token 3 s late, then 10 chunks over 2 s
     "stalls": {"stall_every": 1, "stall_ms": 3000, "reply": "the slow answer", "chunks": 10, "chunk_interval_ms": 200},
     "fake-mini": {},  # model: auto's cheap tier (LITELLM_EXTRA)
@@ -59,12 +60,12 @@ TENANT_MODELS = {
     "cyberdyne": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (CYBERDYNE_LIMITS)
     # retries and fallbacks per endpoint (UMBRELLA_RESILIENCE)
     "umbrella": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
-                 "stalls"],
+                 "stalls", "status-401", "status-403", "status-404", "status-422"],
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
                     "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"],
-                    "umbrella": ["retrying", "failover", "plain", "hedged"]}
+                    "umbrella": ["retrying", "failover", "plain", "hedged", "bounded"]}
 # umbrella's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
 # config would: falls-back -> fake-chat); `failover` retries a 5xx once, then falls back to fake-chat, or to
 # globex-private, which umbrella may not use (so never); `plain` leaves it to litellm_config.yaml.
@@ -72,6 +73,7 @@ UMBRELLA_RESILIENCE = {
     "retrying": {"retries": {"rate_limited": 2, "server_error": 2}, "fallbacks": []},
     "failover": {"retries": {"server_error": 1}, "fallbacks": ["globex-private", "fake-chat"]},
     "hedged": {"hedge_after_ms": 400, "fallbacks": ["fake-chat"]},  # no first content in 0.4 s: fake-chat too
+    "bounded": {"deadline_seconds": 1, "retries": {"rate_limited": 5}},  # 1 s for everything, retries included
 }
 # cyberdyne's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
 CYBERDYNE_LIMITS = {

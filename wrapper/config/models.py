@@ -199,6 +199,9 @@ class ResiliencePolicy(_Strict):
 
     retries: Retries | None = None
     attempt_timeout_seconds: float | None = Field(None, gt=0, le=3600)  # each attempt, first token to last byte
+    # The whole request, retries, fallbacks and hedge included, until its answer (a stream: its first content);
+    # past it the client gets 504 deadline_exceeded (the wrapper's own clock).
+    deadline_seconds: float | None = Field(None, gt=0, le=3600)
     # Model groups or tiers tried in order when the request's own group fails (after its retries); only those the
     # tenant may use. Empty: none, whatever litellm_config.yaml says.
     fallbacks: tuple[str, ...] | None = None

@@ -69,6 +69,17 @@ class Upstream:
                 pass  # the guard's refusal is the warm-up's expected end; anything else only means a colder start
 
     async def forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
+        deadline = ctx.policy.resilience.deadline_seconds
+        if deadline is None:
+            return await self._forward(ctx, client_gone)
+        try:  # until the answer, or a stream's first content (the events after it are not bounded here)
+            async with asyncio.timeout(deadline):
+                return await self._forward(ctx, client_gone)
+        except TimeoutError:
+            raise GatewayError(504, f"No answer within the endpoint's deadline of {deadline:g} s (retries, fallbacks "
+                               "and hedges included).", type="timeout_error", code="deadline_exceeded") from None
+
+    async def _forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
         hedging = None if ctx.route.binary_answer else hedge.plan(ctx)
         self.hedge_budget.note_request()
         if hedging is None:
