@@ -55,6 +55,8 @@ from wrapper.routes.responses import ResponsesRoute
 from wrapper.routes.single_shot import ImagesRoute, ModerationsRoute, RerankRoute, SpeechRoute
 from wrapper.routes.transcriptions import TranscriptionsRoute
 from wrapper.routing.catalog import ModelCatalog
+from wrapper.routing.health import WINDOW_SECONDS as HEALTH_WINDOW
+from wrapper.routing.health import ModelHealth
 from wrapper.routing.step import ModelRoute
 from wrapper.routing.tiers import AUTO, TierRoute, auto_available
 from wrapper.settings import Settings, get_settings
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     redis = RedisLink(settings.redis_url, connect_timeout=0.5) if settings.redis_url else None
     limits = RedisLimits(redis) if redis else LocalLimits()
     usage_counter = StreamUsageCounter(litellm)
+    model_health = ModelHealth()
     pipeline = Pipeline([
         ownership,  # 1b. ids of stored objects (responses): only the tenant's own, on every route that names them
         TierRoute(catalog),  # 1c. `model: auto`: the tier its task needs (before admission, which prices the model)
@@ -182,6 +185,12 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     app.include_router(costs_router(audit_store.engine, admit_caller))  # finance reads the spend
     app.include_router(budgets_router(limits, gateway_config, admit_caller, shared=redis is not None))  # and budgets
 
+    @app.get("/v1/status/models")
+    async def model_status(request: Request) -> dict:
+        """Each model group's recent answers as this replica saw them (wrapper/routing/health.py): the platform's."""
+        await admit_caller(request, Role.admin)
+        return {"object": "list", "window_seconds": HEALTH_WINDOW, "data": model_health.snapshot()}
+
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
         return metrics.scrape(request, settings.metrics_token)
@@ -216,7 +225,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     app.state.routes_served = lambda: [f"POST {path}" for path in model_routes] + [  # for the 404 of a wrong path
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)
-    observers = (metrics.observe, log_access) if settings.access_log else (metrics.observe,)
+    observers = (metrics.observe, model_health.observe, *((log_access,) if settings.access_log else ()))
     served = AuditMiddleware(served, audit_writer, observers=observers, finishers=(finish_admission,))
     if traced:
         served = TracingMiddleware(served)  # a span per request, continuing the client's traceparent

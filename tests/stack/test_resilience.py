@@ -145,3 +145,16 @@ def test_the_endpoints_deadline_bounds_the_wait_retries_included(stack, fake_pro
         assert reply.status_code == 504 and reply.json()["error"]["code"] == "deadline_exceeded", (model, reply.text)
         assert took < 2.5, (model, took)
         assert the_record(stack.database_url, marker, 10)["status"] == 504
+
+
+def test_the_status_of_model_groups_shows_one_that_keeps_failing(stack, fake_provider):
+    for _ in range(5):
+        attempt(stack, fake_provider, "umbrella-plain", "boom")
+        attempt(stack, fake_provider, "umbrella-plain", "fake-chat")
+    assert httpx.get(f"{stack.url}/v1/status/models", headers=stack.auth_for("umbrella-plain"),
+                     timeout=30).status_code == 403  # the platform team's view, not a tenant's
+    groups = {g["model_group"]: g for g in httpx.get(f"{stack.url}/v1/status/models", headers=stack.auth_for("admin"),
+                                                     timeout=30).json()["data"]}
+    assert groups["boom"]["state"] == "failing" and groups["boom"]["errors_5xx"] >= 5
+    assert groups["fake-chat"]["state"] in ("ok", "degraded") and groups["fake-chat"]["latency_p50_ms"] > 0
+    assert "cooldown" not in groups  # only model groups, never a client-typed name

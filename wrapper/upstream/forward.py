@@ -69,6 +69,9 @@ class Upstream:
                 pass  # the guard's refusal is the warm-up's expected end; anything else only means a colder start
 
     async def forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
+        # The group asked for, recorded even when it fails; LiteLLM's header, when it answers, names the group that
+        # answered (a fallback's).
+        ctx.outcome.tier = ctx.model_group
         deadline = ctx.policy.resilience.deadline_seconds
         if deadline is None:
             return await self._forward(ctx, client_gone)
