@@ -50,8 +50,9 @@ def test_a_5xx_is_retried_and_a_client_error_never(stack, fake_provider):
 
 
 def test_an_endpoint_without_fallbacks_overrides_litellms_own(stack, fake_provider):
-    reply, calls, _, _ = attempt(stack, fake_provider, "umbrella-plain", "falls-back")  # litellm_config's fallback
+    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-plain", "falls-back")  # litellm_config's
     assert reply.status_code == 200 and [c["model"] for c in calls] == ["falls-back", "fake-chat"]
+    assert record["attempts"] == 2 and record["tier"] == "fake-chat"  # one extra attempt, recorded
     reply, calls, _, _ = attempt(stack, fake_provider, "umbrella-retrying", "falls-back")  # fallbacks: []
     assert reply.status_code >= 500 and {c["model"] for c in calls} == {"falls-back"}
 
