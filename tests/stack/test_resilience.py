@@ -25,43 +25,43 @@ def attempt(stack, fake_provider, key: str, model: str) -> tuple[object, list[di
 
 
 def test_a_429_is_retried_as_often_as_the_policy_says_after_its_retry_after(stack, fake_provider):
-    labels = {"tenant": "umbrella", "endpoint": "retrying", "group": "flaky-429"}
+    labels = {"tenant": "vandelay", "endpoint": "retrying", "group": "flaky-429"}
     before = sample(scrape(stack), "gateway_upstream_attempts_total", attempt="extra", **labels)
-    reply, calls, record, took = attempt(stack, fake_provider, "umbrella-retrying", "flaky-429")
+    reply, calls, record, took = attempt(stack, fake_provider, "vandelay-retrying", "flaky-429")
     assert reply.status_code == 200, reply.text  # two 429s, then the answer
     assert [c["model"] for c in calls] == ["flaky-429"] * 3
     assert took >= 1.0  # the provider said Retry-After: 1
     assert record["status"] == 200 and record["attempts"] == 3
     assert sample(scrape(stack), "gateway_upstream_attempts_total", attempt="extra", **labels) == before + 2
-    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", "limited-fast")  # 429 for ever
+    reply, calls, record, _ = attempt(stack, fake_provider, "vandelay-retrying", "limited-fast")  # 429 for ever
     assert reply.status_code == 429 and len(calls) == 3 and record["status"] == 429  # the first and two retries
 
 
 def test_a_5xx_is_retried_and_a_client_error_never(stack, fake_provider):
-    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", "flaky-500")
+    reply, calls, record, _ = attempt(stack, fake_provider, "vandelay-retrying", "flaky-500")
     assert reply.status_code == 200 and len(calls) == 2  # one 500, then the answer
-    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", "boom")
+    reply, calls, record, _ = attempt(stack, fake_provider, "vandelay-retrying", "boom")
     assert reply.status_code >= 500 and len(calls) == 3
     for model, status in (("refuses", 400), ("status-401", 401), ("status-403", 403), ("status-404", 404),
                           ("status-422", 422)):
-        reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-retrying", model)
+        reply, calls, record, _ = attempt(stack, fake_provider, "vandelay-retrying", model)
         assert reply.status_code >= 400 and len(calls) == 1, (model, reply.status_code, len(calls))
         assert record["attempts"] == 1, model
 
 
 def test_an_endpoint_without_fallbacks_overrides_litellms_own(stack, fake_provider):
-    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-plain", "falls-back")  # litellm_config's
+    reply, calls, record, _ = attempt(stack, fake_provider, "vandelay-plain", "falls-back")  # litellm_config's
     assert reply.status_code == 200 and [c["model"] for c in calls] == ["falls-back", "fake-chat"]
     assert record["attempts"] == 2 and record["tier"] == "fake-chat"  # one extra attempt, recorded
-    reply, calls, _, _ = attempt(stack, fake_provider, "umbrella-retrying", "falls-back")  # fallbacks: []
+    reply, calls, _, _ = attempt(stack, fake_provider, "vandelay-retrying", "falls-back")  # fallbacks: []
     assert reply.status_code >= 500 and {c["model"] for c in calls} == {"falls-back"}
 
 
 def test_a_failing_primary_falls_back_once_and_only_to_a_model_the_tenant_may_use(stack, fake_provider):
-    reply, calls, record, _ = attempt(stack, fake_provider, "umbrella-failover", "boom")
+    reply, calls, record, _ = attempt(stack, fake_provider, "vandelay-failover", "boom")
     assert reply.status_code == 200, reply.text
     assert [c["model"] for c in calls] == ["boom", "boom", "fake-chat"]  # the first, one retry, the fallback
-    assert "globex-private" not in {c["model"] for c in calls}  # named in the policy, not umbrella's to use
+    assert "globex-private" not in {c["model"] for c in calls}  # named in the policy, not vandelay's to use
     # The record counts attempts as LiteLLM reports them: the answering group's calls plus one per fallback; the
     # failed group's retries are not in LiteLLM's headers (its Langfuse trace has a generation for each).
     assert record["status"] == 200 and record["attempts"] == 2
@@ -73,7 +73,7 @@ def test_a_client_cannot_send_the_control_fields_itself(stack, fake_provider):
     for field, value in (("num_retries", 5), ("fallbacks", ["fake-chat"]), ("model_group_retry_policy", {}),
                          ("timeout", 1)):
         body = {"model": "boom", "messages": [{"role": "user", "content": f"hi {marker}"}], field: value}
-        reply = chat(stack, "umbrella-plain", body)
+        reply = chat(stack, "vandelay-plain", body)
         assert reply.status_code == 400 and reply.json()["error"]["param"] == field, (field, reply.text)
     assert fake_provider.requests_containing(marker) == []
 
@@ -81,7 +81,7 @@ def test_a_client_cannot_send_the_control_fields_itself(stack, fake_provider):
 def test_a_stream_broken_after_its_first_bytes_is_not_retried_and_ends_with_an_error_event(stack, fake_provider):
     marker = uuid.uuid4().hex
     body = {"model": "drops", "stream": True, "messages": [{"role": "user", "content": f"hi {marker}"}]}
-    for key in ("umbrella-retrying", "umbrella-failover"):  # retries, and a fallback, that must not run mid-stream
+    for key in ("vandelay-retrying", "vandelay-failover"):  # retries, and a fallback, that must not run mid-stream
         with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30,
                           headers={**stack.auth_for(key), "x-request-id": f"{key}-{marker}"}) as reply:
             assert reply.status_code == 200
@@ -98,7 +98,7 @@ def hedged(stack, model: str, stream: bool) -> tuple[object, str, str, float]:
     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": f"hi {marker}"}]}
     started, first, text = time.monotonic(), None, ""
     with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30,
-                      headers={**stack.auth_for("umbrella-hedged"), "x-request-id": marker}) as reply:
+                      headers={**stack.auth_for("vandelay-hedged"), "x-request-id": marker}) as reply:
         for line in reply.iter_lines():
             first = first or time.monotonic()
             text += line
@@ -139,7 +139,7 @@ def test_the_endpoints_deadline_bounds_the_wait_retries_included(stack, fake_pro
     for model, stream in (("stalls", True), ("stalls", False), ("limited-fast", False)):  # 3 s late; 429 x 6
         marker = uuid.uuid4().hex
         started = time.monotonic()
-        reply = chat(stack, "umbrella-bounded", {"model": model, "stream": stream,
+        reply = chat(stack, "vandelay-bounded", {"model": model, "stream": stream,
                                                  "messages": [{"role": "user", "content": f"hi {marker}"}]},
                      **{"x-request-id": marker})
         took = time.monotonic() - started
@@ -150,9 +150,9 @@ def test_the_endpoints_deadline_bounds_the_wait_retries_included(stack, fake_pro
 
 def test_the_status_of_model_groups_shows_one_that_keeps_failing(stack, fake_provider):
     for _ in range(5):
-        attempt(stack, fake_provider, "umbrella-plain", "boom")
-        attempt(stack, fake_provider, "umbrella-plain", "fake-chat")
-    assert httpx.get(f"{stack.url}/v1/status/models", headers=stack.auth_for("umbrella-plain"),
+        attempt(stack, fake_provider, "vandelay-plain", "boom")
+        attempt(stack, fake_provider, "vandelay-plain", "fake-chat")
+    assert httpx.get(f"{stack.url}/v1/status/models", headers=stack.auth_for("vandelay-plain"),
                      timeout=30).status_code == 403  # the platform team's view, not a tenant's
     groups = {g["model_group"]: g for g in httpx.get(f"{stack.url}/v1/status/models", headers=stack.auth_for("admin"),
                                                      timeout=30).json()["data"]}

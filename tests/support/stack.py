@@ -58,18 +58,18 @@ TENANT_MODELS = {
     "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
     "cyberdyne": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (CYBERDYNE_LIMITS)
-    # retries and fallbacks per endpoint (UMBRELLA_RESILIENCE)
-    "umbrella": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
+    # retries and fallbacks per endpoint (VANDELAY_RESILIENCE)
+    "vandelay": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
                  "stalls", "status-401", "status-403", "status-404", "status-422"],
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
                     "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"],
-                    "umbrella": ["retrying", "failover", "plain", "hedged", "bounded"]}
-# umbrella's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
+                    "vandelay": ["retrying", "failover", "plain", "hedged", "bounded"]}
+# vandelay's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
 # config would: falls-back -> fake-chat); `failover` retries a 5xx once, then falls back to fake-chat, or to
-# globex-private, which umbrella may not use (so never); `plain` leaves it to litellm_config.yaml.
-UMBRELLA_RESILIENCE = {
+# globex-private, which vandelay may not use (so never); `plain` leaves it to litellm_config.yaml.
+VANDELAY_RESILIENCE = {
     "retrying": {"retries": {"rate_limited": 2, "server_error": 2}, "fallbacks": []},
     "failover": {"retries": {"server_error": 1}, "fallbacks": ["globex-private", "fake-chat"]},
     "hedged": {"hedge_after_ms": 400, "fallbacks": ["fake-chat"]},  # no first content in 0.4 s: fake-chat too
@@ -170,8 +170,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
     config["tenants"]["soylent"]["endpoints"].update(watched={"pii": {"mode": "shadow", "action": "redact"}},
                                                      guarded={"pii": {"mode": "enforce", "action": "redact"}})
     config["tenants"]["cyberdyne"]["endpoints"].update({name: {"limits": limits} for name, limits in CYBERDYNE_LIMITS.items()})
-    config["tenants"]["umbrella"]["endpoints"].update({name: {"resilience": policy}
-                                                       for name, policy in UMBRELLA_RESILIENCE.items()})
+    config["tenants"]["vandelay"]["endpoints"].update({name: {"resilience": policy}
+                                                       for name, policy in VANDELAY_RESILIENCE.items()})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     def key(tenant: str, name: str, endpoint: str | None = None, role: str = "app") -> str:
         """Made in process: a CLI run per key (~2 s each) would put the stack's start past the first test's
@@ -197,7 +197,7 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
         "fuzzed-app": key("fuzzed", "fuzzed-app"),
         **{f"soylent-{endpoint}": key("soylent", endpoint, endpoint) for endpoint in ("watched", "guarded", "plain")},
         **{f"cyberdyne-{endpoint}": key("cyberdyne", endpoint, endpoint) for endpoint in CYBERDYNE_LIMITS},
-        **{f"umbrella-{endpoint}": key("umbrella", endpoint, endpoint) for endpoint in TENANT_ENDPOINTS["umbrella"]},
+        **{f"vandelay-{endpoint}": key("vandelay", endpoint, endpoint) for endpoint in TENANT_ENDPOINTS["vandelay"]},
     }
 
 
