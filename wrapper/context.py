@@ -96,6 +96,9 @@ class Outcome:
     cache_hit: bool = False
     attempts: int = 1  # calls LiteLLM made for it: the first, its retries and its fallbacks
     hedge_cost: float = 0.0  # what a hedge's losing attempt cost (wrapper/upstream/hedge.py), added to `cost`
+    # The client left after the request was forwarded and before its answer began: LiteLLM 1.108.5 lets the
+    # provider finish a whole answer's call (and a stream's up to its first chunk), so it may still be billed.
+    abandoned: bool = False
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
     provider_answer: bytes | None = None  # a whole answer as the provider gave it, when steps changed what was sent
 

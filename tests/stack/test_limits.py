@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.audit_db import the_record
-from tests.support.stack import COST_EACH
+from tests.support.stack import COST_EACH, PRICES
 
 
 def _chat(stack, endpoint: str, model: str = "fake-chat", **extra) -> httpx.Response:
@@ -240,3 +240,27 @@ def test_an_operator_sees_the_limits_in_force_and_their_use_now(stack):
     assert rows[("endpoint:frugal", "usd_day")]["used"] <= 0.01
     assert rows[("endpoint:narrow", "concurrency")]["used"] == 0  # every slot given back
     assert report["store"] == "redis"
+
+
+def _metered_use(stack) -> float:
+    rows = httpx.get(f"{stack.url}/v1/costs/budgets", headers=stack.auth_for("cyberdyne-finance"), timeout=30).json()
+    return next((row["used_usd"] for row in rows["data"] if row["scope"] == "endpoint:metered"), 0.0)
+
+
+def test_a_request_the_client_abandons_after_it_was_forwarded_keeps_its_reservation(stack, fake_provider):
+    """LiteLLM lets the provider finish a whole answer's call (and a stream's until its first chunk) after the
+    client leaves, so the provider may bill it: walking away must not be a way to spend without being charged."""
+    body = {"model": "stalls", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    for stream in (False, True):
+        before = _metered_use(stack)
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up after 0.5 s; the first token is 3 s away
+            with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json={**body, "stream": stream},
+                              headers=stack.auth_for("cyberdyne-metered"), timeout=0.5) as reply:
+                reply.read()
+        time.sleep(1.0)  # settled once the request ended
+        kept = _metered_use(stack) - before
+        assert kept >= 50 * PRICES["output"], (stream, kept)  # the reservation (50 completion tokens and more)
+    before = _metered_use(stack)
+    answered = _chat(stack, "metered", max_tokens=50)  # one that is answered settles to what it cost
+    time.sleep(0.5)
+    assert _metered_use(stack) - before == pytest.approx(float(answered.headers["x-litellm-response-cost"]))

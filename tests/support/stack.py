@@ -57,14 +57,15 @@ TENANT_MODELS = {
     "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
     "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
-    "cyberdyne": ["fake-chat", "paced", "long-stream"],  # limits and budgets, one endpoint per kind (CYBERDYNE_LIMITS)
+    "cyberdyne": ["fake-chat", "paced", "long-stream", "stalls"],  # limits and budgets, an endpoint per kind
     # retries and fallbacks per endpoint (VANDELAY_RESILIENCE)
     "vandelay": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
                  "stalls", "status-401", "status-403", "status-404", "status-422"],
 }
 TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "initech": ["notes", "intake"],
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
-                    "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots"],
+                    "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots",
+                                  "metered"],
                     "vandelay": ["retrying", "failover", "plain", "hedged", "bounded"]}
 # vandelay's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
 # config would: falls-back -> fake-chat); `failover` retries a 5xx once, then falls back to fake-chat, or to
@@ -84,6 +85,7 @@ CYBERDYNE_LIMITS = {
     "tokens": {"mode": "enforce", "tokens_per_minute": 400},
     "shared-rate": {"mode": "enforce", "requests_per_minute": 30},  # met by two replicas at once
     "shared-slots": {"mode": "enforce", "concurrency": 3},
+    "metered": {"mode": "enforce", "usd_per_day": 10},  # never refuses: what a request leaves on the budget
 }
 STACK_REDIS_URL = "redis://127.0.0.1:6379/3"  # a database of the stack's own, emptied when the stack starts
 # initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;

@@ -123,7 +123,9 @@ async def _settle(ctx: RequestContext, held: Held) -> None:
     """Settle what the request reserved to what it used, and give its slot back; never raises."""
     outcome = ctx.outcome.with_stream_usage()
     produced = outcome.stream is not None and outcome.stream.first_token_at is not None
-    failed = outcome.tokens_in is None and outcome.cost is None and not produced  # nothing was spent: give it back
+    # Nothing was spent: give it back. Unless the client left a forwarded request before its answer: the provider
+    # may have finished it all the same (outcome.abandoned), so its reservation stands, as an upper bound.
+    failed = outcome.tokens_in is None and outcome.cost is None and not produced and not outcome.abandoned
     tokens = None if outcome.tokens_in is None else outcome.tokens_in + (outcome.tokens_out or 0)
     used = []
     for charge in held.charges:

@@ -94,14 +94,18 @@ class Upstream:
         elif ctx.body.get("stream"):
             return await self._stream(ctx, None, hedging)
         with step("litellm"):
-            if hedging is None:
-                reply = await _unless_client_leaves(
-                    self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
-            else:
-                winner, losers = await _unless_client_leaves(
-                    hedge.race(ctx, self.hedge_budget, *hedging, self._whole_answer), client_gone)
-                reply = winner.reply
-                await self._cost_of_losers(ctx, losers)
+            try:
+                if hedging is None:
+                    reply = await _unless_client_leaves(
+                        self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
+                else:
+                    winner, losers = await _unless_client_leaves(
+                        hedge.race(ctx, self.hedge_budget, *hedging, self._whole_answer), client_gone)
+                    reply = winner.reply
+                    await self._cost_of_losers(ctx, losers)
+            except GatewayError as exc:
+                ctx.outcome.abandoned = exc.status == CLIENT_CLOSED
+                raise
         _note_reply(ctx, reply.body, reply.headers)
         outcome = ctx.outcome
         if outcome.cost is None and outcome.tokens_in is not None:
@@ -203,6 +207,8 @@ class Upstream:
             yield ctx.route.error_event(exc)
         finally:
             stream.close()  # no-op after a complete stream
+            # the client left before the first token (the pump cancelled): the provider's call may go on until then
+            ctx.outcome.abandoned = summary.first_token_at is None and not summary.done and summary.error is None
             if costing is not None:
                 await costing
             if summary.usage is None and summary.first_token_at is not None:
