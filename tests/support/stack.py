@@ -74,7 +74,7 @@ VANDELAY_RESILIENCE = {
     "retrying": {"retries": {"rate_limited": 2, "server_error": 2}, "fallbacks": []},
     "failover": {"retries": {"server_error": 1}, "fallbacks": ["globex-private", "fake-chat"]},
     "hedged": {"hedge_after_ms": 400, "fallbacks": ["fake-chat"]},  # no first content in 0.4 s: fake-chat too
-    "bounded": {"deadline_seconds": 1, "retries": {"rate_limited": 5}},  # 1 s for everything, retries included
+    "bounded": {"deadline_seconds": 1, "retries": {"rate_limited": 2}},  # 1 s for everything, retries included
 }
 # cyberdyne's limits, on Redis (the stack's GATEWAY_REDIS_URL): each endpoint counts its own.
 CYBERDYNE_LIMITS = {
