@@ -24,6 +24,16 @@ def test_the_budget_allows_a_share_of_the_last_minutes_requests_and_at_least_one
     assert not HedgeBudget(0.0).take()  # 0 %: hedging off
 
 
+def test_the_budget_keeps_only_a_minute_of_requests_even_when_nothing_hedges():
+    now = [0.0]
+    budget = HedgeBudget(5.0, clock=lambda: now[0])
+    for second in range(600):  # ten minutes of traffic on endpoints that never hedge
+        now[0] = float(second)
+        for _ in range(10):
+            budget.note_request()
+    assert len(budget._requests) <= 610  # the last minute's, not ten minutes' (it grew without bound before)
+
+
 async def chat(gateway, model: str, stream: bool) -> tuple[object, dict, float]:
     marker = uuid.uuid4().hex
     started = time.monotonic()

@@ -37,25 +37,29 @@ class HedgeBudget:
         self._hedges: deque[float] = deque()
 
     def note_request(self) -> None:
-        self._requests.append(self.clock())
+        now = self.clock()
+        self._requests.append(now)
+        self._forget(now)  # every request, hedging or not: a minute of them is all it keeps
 
     def take(self) -> bool:
         if self.percent <= 0:
             return False
         now = self.clock()
-        for times in (self._requests, self._hedges):
-            while times and times[0] <= now - WINDOW_SECONDS:
-                times.popleft()
+        self._forget(now)
         if len(self._hedges) >= max(1.0, self.percent / 100 * len(self._requests)):
             return False
         self._hedges.append(now)
         return True
 
+    def _forget(self, now: float) -> None:
+        for times in (self._requests, self._hedges):
+            while times and times[0] <= now - WINDOW_SECONDS:
+                times.popleft()
+
 
 @dataclass
 class Attempt:
     group: str
-    started: float = field(default_factory=time.perf_counter)
     stream: UpstreamStream | None = None
     events: AsyncIterator[bytes] | None = None
     early: list[bytes] = field(default_factory=list)  # events read up to its first content, to send first
