@@ -32,6 +32,7 @@ class StreamUsageCounter:
         self._per_character: dict[str, float] = {}  # deployment id -> per input character (speech)
         self._group_prices: dict[str, tuple[float, float]] = {}  # model group -> its dearest deployment's prices
         self._prices_read_at = float("-inf")
+        self._reading: asyncio.Task | None = None  # the read in flight, which every caller waits for
 
     async def count(self, prompt: dict, produced: str, model_group: str, deployment_id: str | None,
                     request_id: str) -> dict | None:
@@ -103,10 +104,22 @@ class StreamUsageCounter:
             logger.warning("could not read model prices (%s)", type(exc).__name__)
 
     async def _refresh(self) -> None:
-        """/model/info, read again at most every _PRICES_REFRESH_SECONDS."""
-        if time.monotonic() - self._prices_read_at <= _PRICES_REFRESH_SECONDS:
-            return
-        self._prices_read_at = time.monotonic()
+        """/model/info, read again at most every _PRICES_REFRESH_SECONDS. Callers that come while it is being read
+        wait for that read: sixty-four concurrent first requests must not find no prices (a budget reserved at $0)."""
+        if self._reading is None:
+            if time.monotonic() - self._prices_read_at <= _PRICES_REFRESH_SECONDS:
+                return
+            self._prices_read_at = time.monotonic()
+            self._reading = asyncio.ensure_future(self._read())
+            self._reading.add_done_callback(self._read_ended)
+        await asyncio.shield(self._reading)
+
+    def _read_ended(self, task: asyncio.Task) -> None:
+        self._reading = None
+        if not task.cancelled():
+            task.exception()  # retrieved here: its waiters may all have given up
+
+    async def _read(self) -> None:
         status, content = await self._litellm.get("/model/info")
         if status == 200:
             info = orjson.loads(content)
