@@ -83,21 +83,18 @@ class Upstream:
                                "and hedges included).", type="timeout_error", code="deadline_exceeded") from None
 
     async def _forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
-        hedging = None if ctx.route.binary_answer else hedge.plan(ctx)
         self.hedge_budget.note_request()
-        if hedging is None:
-            body = sealed_body(ctx, self.secret)
-            if ctx.route.binary_answer:
-                return await self._binary(ctx, body)
-            if ctx.body.get("stream"):
-                return await self._stream(ctx, body)
-        elif ctx.body.get("stream"):
-            return await self._stream(ctx, None, hedging)
+        if ctx.route.binary_answer:
+            return await self._binary(ctx, sealed_body(ctx, self.secret))
+        hedging = hedge.plan(ctx)
+        if ctx.body.get("stream"):
+            return await self._stream(ctx, hedging)
         with step("litellm"):
             try:
                 if hedging is None:
-                    reply = await _unless_client_leaves(
-                        self.litellm.post(ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
+                    reply = await _unless_client_leaves(self.litellm.post(
+                        ctx.route.path, sealed_body(ctx, self.secret), ctx.request_id, ctx.upstream_headers),
+                        client_gone)
                 else:
                     winner, losers = await _unless_client_leaves(
                         hedge.race(ctx, self.hedge_budget, *hedging, self._whole_answer), client_gone)
@@ -133,10 +130,10 @@ class Upstream:
         return StreamingResponse(stream.chunks, headers=_answer_headers(ctx, stream.headers, stream.waited_seconds),
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
-    async def _stream(self, ctx: RequestContext, body: bytes | None,
-                      hedging: tuple[float, str] | None = None) -> Response:
+    async def _stream(self, ctx: RequestContext, hedging: tuple[float, str] | None) -> Response:
         if hedging is None:
-            stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
+            stream = await self.litellm.open_stream(ctx.route.path, sealed_body(ctx, self.secret), ctx.request_id,
+                                                    ctx.upstream_headers)
             events, losers = split_events(stream.chunks), []
         else:  # the first content of the request or of its hedge, whichever comes first
             winner, losers = await hedge.race(ctx, self.hedge_budget, *hedging, self._first_content)
