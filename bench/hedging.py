@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.audit_db import as_superuser, query  # noqa: E402
 from tests.support.identity import gateway_cli  # noqa: E402
-from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config  # noqa: E402
+from tests.support.processes import (BIN, ROOT, free_port, start, start_fake_provider, stop, wait_until,
+                                     write_litellm_config)  # noqa: E402
 
 REQUESTS = int(os.environ.get("HEDGE_REQUESTS", 200))  # per endpoint
 CLIENTS = 8
@@ -80,11 +80,8 @@ def main() -> None:
     database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
     processes = []
     try:
-        fake_port = free_port()
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        processes.append(start([str(BIN / "python"), "-m", "tests.support.fake_provider", "--port", str(fake_port),
-                                "--behaviours", orjson.dumps(FAKE).decode()], workdir / "fake.log"))
-        wait_until(f"{fake_url}/_fake/log", 20, processes[-1], workdir / "fake.log")
+        fake, fake_url = start_fake_provider(workdir / "fake.log", FAKE)
+        processes.append(fake)
         prices = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.000002}
         litellm_config = write_litellm_config(workdir / "litellm_config.yaml", fake_url, {m: prices for m in FAKE})
         config = workdir / "gateway.yaml"

@@ -57,6 +57,16 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> int:
     return process.returncode
 
 
+def start_fake_provider(log: Path, behaviours: dict[str, dict]) -> tuple[subprocess.Popen, str]:
+    """The fake provider (tests/support/fake_provider.py) as a process of its own, ready: (process, its URL)."""
+    port = free_port()
+    process = start([str(BIN / "python"), "-m", "tests.support.fake_provider", "--port", str(port),
+                     "--behaviours", json.dumps(behaviours)], log)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(f"{url}/_fake/log", 20, process, log)
+    return process, url
+
+
 def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
                          extra_callbacks: tuple[str, ...] = (), fallbacks: dict[str, list[str]] | None = None) -> Path:
     """A LiteLLM config whose models are answered by the fake provider, guarded like production."""
