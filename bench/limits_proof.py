@@ -412,7 +412,10 @@ def main() -> None:
         as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     report = render(rows, took)
     print("\n" + report)
-    (ROOT / "bench" / "results" / "limits_proof.md").write_text(report)
+    chosen = os.environ.get("PROOF_PHASES")  # some phases only: a file of their own, beside the full run's
+    name = f"limits_proof_{chosen.replace(',', '_')}.md" if chosen and set(chosen.split(",")) != set(PHASES) \
+        else "limits_proof.md"
+    (ROOT / "bench" / "results" / name).write_text(report)
 
 
 async def _run(gateway: Gateway, fake_url: str):

@@ -25,6 +25,7 @@ from litellm.types.utils import is_litellm_owned_kwarg
 from pydantic import TypeAdapter, ValidationError
 
 from custom_callbacks.quiet_logs import drop_litellm_tracebacks
+from custom_callbacks.slot_release import release_after_close
 from custom_callbacks.seal import (
     CONTROL_FIELDS,
     SEALED_KEYS,
@@ -144,3 +145,17 @@ class WrapperOnlyGuard(CustomLogger):
             accepted["user"] = data.get("user")
             logger.debug("gateway_request %s", json.dumps({"call_type": str(call_type), **accepted}, sort_keys=True))
         return data
+
+    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data: dict):
+        """The stream as it comes; cut before its end (the wrapper hung up), the concurrency slots the wrapper sealed
+        into it are given back once the provider's stream is closed (custom_callbacks/slot_release.py)."""
+        metadata = sealed_metadata_of(request_data)
+        release = metadata.get("gateway_release") if isinstance(metadata, dict) else None
+        ended = False
+        try:
+            async for chunk in response:
+                yield chunk
+            ended = True
+        finally:
+            if release and not ended:
+                await release_after_close(response, release)

@@ -4,7 +4,8 @@ The master key lets a caller into LiteLLM; the seal proves the request came
 through the wrapper, and as the wrapper sent it. It is an HMAC, keyed by
 GATEWAY_INTERNAL_SECRET (which only the wrapper and LiteLLM hold; `gateway up`
 generates one per start when it is unset), over:
-- who is asking: request id, tenant, user, endpoint, credential, tags;
+- who is asking: request id, tenant, user, endpoint, credential, tags (and the
+  concurrency slots LiteLLM is to give back if the wrapper hangs up a stream);
 - what LiteLLM is asked to do: the model, the names of the body's top-level
   fields, and a digest of the control fields the gateway set (retries,
   fallbacks, timeouts ...: CONTROL_FIELDS, from its config, never a client's).
@@ -25,7 +26,8 @@ SECRET_ENV = "GATEWAY_INTERNAL_SECRET"
 SEAL_KEY = "gateway_seal"
 # The metadata fields the wrapper vouches for; all are covered by the seal. Prefixed, because
 # LiteLLM writes keys of its own into the same dict (it sets `endpoint` to the request URL).
-IDENTITY_KEYS = ("gateway_request_id", "gateway_tenant_id", "gateway_user_id", "gateway_endpoint", "gateway_credential_id")
+IDENTITY_KEYS = ("gateway_request_id", "gateway_tenant_id", "gateway_user_id", "gateway_endpoint", "gateway_credential_id",
+                 "gateway_release")  # the last: concurrency slots LiteLLM gives back (custom_callbacks/slot_release.py)
 BODY_KEYS = ("gateway_model", "gateway_fields", "gateway_controls")
 SEALED_KEYS = IDENTITY_KEYS + BODY_KEYS
 # Of those, the ones every request must carry.

@@ -99,6 +99,9 @@ class Outcome:
     # The client left after the request was forwarded and before its answer began: LiteLLM 1.108.5 lets the
     # provider finish a whole answer's call (and a stream's up to its first chunk), so it may still be billed.
     abandoned: bool = False
+    # A stream cut before its end whose concurrency slots LiteLLM gives back once the provider's stream is closed
+    # (custom_callbacks/slot_release.py): the wrapper keeps them taken for a grace period only.
+    slots_handed_over: bool = False
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
     provider_answer: bytes | None = None  # a whole answer as the provider gave it, when steps changed what was sent
 
@@ -157,6 +160,7 @@ class RequestContext:
     outcome: Outcome = field(default_factory=Outcome)
     guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
     held: object | None = None  # what admission reserved (wrapper.limits.step.Held), until the request ends
+    slot_release: str | None = None  # a stream's concurrency slots, for LiteLLM to give back if it is cut (sealed)
     response_headers: dict[str, str] = field(default_factory=dict)  # steps' headers for the answer (rate limits)
     pii: dict = field(default_factory=dict)  # action, and entity type -> count found; never values
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -17,8 +18,8 @@ from tests.support.audit_db import the_record
 from tests.support.stack import COST_EACH, PRICES
 
 
-def _chat(stack, endpoint: str, model: str = "fake-chat", **extra) -> httpx.Response:
-    return httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for(f"cyberdyne-{endpoint}"), timeout=60,
+def _chat(stack, endpoint: str, model: str = "fake-chat", timeout: float = 60, **extra) -> httpx.Response:
+    return httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for(f"cyberdyne-{endpoint}"), timeout=timeout,
                       json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
 
 
@@ -264,3 +265,59 @@ def test_a_request_the_client_abandons_after_it_was_forwarded_keeps_its_reservat
     answered = _chat(stack, "metered", max_tokens=50)  # one that is answered settles to what it cost
     time.sleep(0.5)
     assert _metered_use(stack) - before == pytest.approx(float(answered.headers["x-litellm-response-cost"]))
+
+
+def _litellm_pid(stack) -> int:
+    port = stack.litellm_url.rsplit(":", 1)[1]
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                words = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"litellm" in word for word in words[:2]) and b"--port" in words and port.encode() in words:
+            return int(entry)
+    raise AssertionError("LiteLLM's process was not found")
+
+
+def test_a_hung_up_streams_slot_comes_back_only_once_litellm_has_closed_the_providers_stream(stack, fake_provider):
+    """LiteLLM closes the provider's stream of a client that hung up only when its event loop gets to it (under load,
+    up to seconds later): until then the stream is still open at the provider, so its slot must stay taken. Here
+    LiteLLM is stopped (SIGSTOP) across the hang-up, the longest of lags: an impatient client retrying every 20 ms is
+    refused all along, and once LiteLLM runs again it closes the stream and gives the slot back, so the provider never
+    sees two calls at once on a limit of one."""
+    import redis
+
+    from tests.support.stack import STACK_REDIS_URL
+    from wrapper.upstream.stream_usage import COUNT_TIMEOUT_SECONDS
+
+    before = len(fake_provider.log())
+    body = {"model": "drip", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    litellm = _litellm_pid(stack)
+    try:
+        with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30,
+                          headers=stack.auth_for("cyberdyne-one-slot")) as reply:
+            assert reply.status_code == 200
+            next(line for line in reply.iter_lines() if '"content"' in line)  # the first content, then hang up
+            os.kill(litellm, signal.SIGSTOP)
+        # longer than the wrapper waits to count a cut stream's tokens (on LiteLLM): its request is over by then
+        stopped_until = time.monotonic() + COUNT_TIMEOUT_SECONDS + 1.5
+        while time.monotonic() < stopped_until:
+            answer = _chat(stack, "one-slot", timeout=1.0)  # admitted, it would wait for the stopped LiteLLM
+            assert answer.status_code == 429 and answer.json()["error"]["code"] == "concurrency"
+            time.sleep(0.02)
+    finally:
+        os.kill(litellm, signal.SIGCONT)
+    resumed = time.monotonic()
+    while (answer := _chat(stack, "one-slot")).status_code == 429:
+        assert time.monotonic() - resumed < 10, "the slot never came back"
+        time.sleep(0.02)
+    assert answer.status_code == 200
+    calls = [c for c in fake_provider.log()[before:] if c["model"] in ("drip", "fake-chat")]
+    assert [c["model"] for c in calls] == ["drip", "fake-chat"]
+    assert most_in_flight(calls) == 1, calls  # the provider's stream was closed before the next call came
+    assert calls[0]["outcome"] == "caller_disconnected"  # closed by LiteLLM, not run to its end
+    time.sleep(0.3)
+    client = redis.Redis.from_url(STACK_REDIS_URL)
+    assert client.zcard("gw:lim:{cyberdyne}:endpoint:one-slot:concurrency") == 0  # nothing left taken
+    client.close()

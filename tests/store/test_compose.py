@@ -64,9 +64,12 @@ def test_the_mounted_folder_holds_configs_that_load_at_the_paths_the_gateway_is_
         assert mode == "100644", name
 
 
-def test_redis_is_ready_for_the_limits_and_cache_to_come():
+def test_the_gateway_keeps_its_limits_on_the_compose_redis_and_waits_for_it():
     redis = SERVICES["redis"]
     assert redis["healthcheck"]["test"][-1] == "ping" and "profiles" not in redis
+    url = urlsplit(gateway_env()["GATEWAY_REDIS_URL"])
+    assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379)
+    assert SERVICES["gateway"]["depends_on"]["redis"] == {"condition": "service_healthy"}
     # The image's own command names the same files.
     assert "/etc/gateway/gateway.yaml" in (ROOT / "Dockerfile").read_text()
 

@@ -25,6 +25,7 @@ FAKE_MODELS = {
     "fake-embed": {},
     "paced": {"chunks": 5, "chunk_interval_ms": 50},
     "long-stream": {"chunks": 40, "chunk_interval_ms": 100},
+    "drip": {"chunks": 20, "chunk_interval_ms": 700},  # 14 s: open at the provider until LiteLLM closes it
     "boom": {"status": 500},
     "busy": {"status": 503},
     "limited": {"status": 429, "retry_after": 7},
@@ -57,7 +58,7 @@ TENANT_MODELS = {
     "hooli": ["fake-chat"],  # one model only: the allow-list a hostile client tries to get around
     "fuzzed": ["fake-chat", "fake-embed"],  # takes the fuzz's tens of thousands of requests (tests/stack/test_fuzz.py)
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
-    "cyberdyne": ["fake-chat", "paced", "long-stream", "stalls"],  # limits and budgets, an endpoint per kind
+    "cyberdyne": ["fake-chat", "paced", "long-stream", "stalls", "drip"],  # limits and budgets, an endpoint per kind
     # retries and fallbacks per endpoint (VANDELAY_RESILIENCE)
     "vandelay": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
                  "stalls", "status-401", "status-403", "status-404", "status-422"],
@@ -86,6 +87,7 @@ CYBERDYNE_LIMITS = {
     "shared-rate": {"mode": "enforce", "requests_per_minute": 30},  # met by two replicas at once
     "shared-slots": {"mode": "enforce", "concurrency": 3},
     "metered": {"mode": "enforce", "usd_per_day": 10},  # never refuses: what a request leaves on the budget
+    "one-slot": {"mode": "enforce", "concurrency": 1},
 }
 STACK_REDIS_URL = "redis://127.0.0.1:6379/3"  # a database of the stack's own, emptied when the stack starts
 # initech protects personal data: pseudonymized by default, redacted for `notes`, refused for `intake`;

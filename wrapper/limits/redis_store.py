@@ -55,9 +55,10 @@ end
 """
 
 # Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
-# to the period it was reserved in; release a lease. Per key: kind, value, period, request id.
+# to the period it was reserved in; release a lease (or, given a value, let it expire that many ms from now: a cut
+# stream's, which LiteLLM releases). Per key: kind, value, period, request id.
 _SETTLE_ONE = """
-local function settle(key, kind, value, p, id)
+local function settle(key, kind, value, p, id, now)
   if kind == 'tokens' then
     local old = redis.call('HGET', key .. ':a', id)
     if old then
@@ -65,15 +66,15 @@ local function settle(key, kind, value, p, id)
       redis.call('INCRBY', key .. ':t', value - tonumber(old))
     end
   elseif kind == 'concurrency' then
-    redis.call('ZREM', key, id)
+    if value > 0 then redis.call('ZADD', key, 'XX', now + value, id) else redis.call('ZREM', key, id) end
   elseif redis.call('EXISTS', key .. ':' .. p) == 1 then
     redis.call('INCRBY', key .. ':' .. p, value)
   end
 end
-local function settle_all(first, count, base)
+local function settle_all(first, count, base, now)
   for j = 1, count do
     local b = base + (j - 1) * 4
-    settle(KEYS[first + j - 1], ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3])
+    settle(KEYS[first + j - 1], ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3], now)
   end
 end
 """
@@ -81,7 +82,7 @@ ADMIT = Script(_CALENDAR + _SETTLE_ONE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, m = ARGV[1], tonumber(ARGV[2])
-settle_all(1, m, 3)  -- earlier requests' settlements, brought along: applied before this admission
+settle_all(1, m, 3, now)  -- earlier requests' settlements, brought along: applied before this admission
 local n, first = #KEYS - m, 3 + 4 * m
 local keys, kinds, limits, amounts, spans, used, pkeys, periods, resets = {}, {}, {}, {}, {}, {}, {}, {}, {}
 for i = 1, n do
@@ -170,7 +171,8 @@ return answer
 """)
 
 SETTLE = Script(_SETTLE_ONE + """
-settle_all(1, #KEYS, 1)
+local t = redis.call('TIME')
+settle_all(1, #KEYS, 1, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 return 1
 """)
 
@@ -209,6 +211,8 @@ class RedisLimits:
     set to what was used) is not a round trip of its own: it waits up to `settle_delay` for the next admission of
     the same tenant on this replica, which carries it in the same script call (applied before that admission is
     judged), or is sent on its own when the delay is up, with every other settlement then waiting."""
+
+    shared = True  # replicas and LiteLLM reach the same counters
 
     def __init__(self, redis: RedisLink, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS,
                  settle_delay: float = SETTLE_DELAY) -> None:

@@ -30,6 +30,9 @@ from wrapper.pipeline import StepResult
 logger = logging.getLogger("wrapper.limits")
 
 STORE_TIMEOUT_SECONDS = 0.25  # a store that does not answer by then is down, for this request
+# How long a hung-up stream's concurrency slot stays taken at most when LiteLLM is to give it back (once it has
+# closed the provider's stream: custom_callbacks/slot_release.py); it does so well before, unless it died.
+HANDOVER_GRACE_MS = 60_000
 GENERATING = frozenset({"chat", "completions", "responses", "messages"})  # routes whose answer is generated tokens
 CODES = {Kind.requests: "rate_limit_requests", Kind.tokens: "rate_limit_tokens", Kind.concurrency: "concurrency",
          Kind.usd_day: "budget_exceeded", Kind.usd_month: "budget_exceeded"}
@@ -99,6 +102,10 @@ class AdmitStep:
                 detail["retry_after"] = int(refusal.headers["retry-after"])
             return StepResult("refuse", detail, refusal=refusal)
         ctx.held = Held(self.store, charges, admission)
+        slots = [c.key for c in charges if c.kind is Kind.concurrency]
+        if slots and ctx.body.get("stream") and getattr(self.store, "shared", False):
+            # LiteLLM can reach the store only when it is Redis: then a cut stream's slots are its to give back
+            ctx.slot_release = orjson.dumps({"keys": slots, "id": ctx.request_id}).decode()
         budgets = _budgets(charges, admission)
         warning = _budget_warning(budgets, ctx.policy.limits.warn_at_percent)
         if ctx.policy.limits.mode is Mode.enforce:  # in shadow, nothing the client sees changes
@@ -129,8 +136,8 @@ async def _settle(ctx: RequestContext, held: Held) -> None:
     tokens = None if outcome.tokens_in is None else outcome.tokens_in + (outcome.tokens_out or 0)
     used = []
     for charge in held.charges:
-        if charge.kind is Kind.concurrency:
-            used.append((charge, 0))
+        if charge.kind is Kind.concurrency:  # given back, or kept for LiteLLM to give back (a lease's ms left)
+            used.append((charge, HANDOVER_GRACE_MS if outcome.slots_handed_over else 0))
         elif charge.kind is Kind.tokens and (tokens is not None or failed):
             used.append((charge, tokens or 0))
         elif charge.kind in BUDGET_KINDS and (outcome.cost is not None or failed):

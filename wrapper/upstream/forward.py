@@ -131,11 +131,12 @@ class Upstream:
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
     async def _stream(self, ctx: RequestContext, hedging: tuple[float, str] | None) -> Response:
-        if hedging is None:
-            stream = await self.litellm.open_stream(ctx.route.path, sealed_body(ctx, self.secret), ctx.request_id,
-                                                    ctx.upstream_headers)
+        if hedging is None:  # if the stream is cut, LiteLLM gives its slots back once the provider's is closed
+            stream = await self.litellm.open_stream(ctx.route.path, sealed_body(ctx, self.secret, ctx.slot_release),
+                                                    ctx.request_id, ctx.upstream_headers)
             events, losers = split_events(stream.chunks), []
-        else:  # the first content of the request or of its hedge, whichever comes first
+        else:  # the first content of the request or of its hedge, whichever comes first (the wrapper releases:
+            # a loser's slot release would free the winner's)
             winner, losers = await hedge.race(ctx, self.hedge_budget, *hedging, self._first_content)
             stream, events = winner.stream, _after(winner.early, winner.events)
         ctx.outcome.note_headers(stream.headers)
@@ -143,7 +144,8 @@ class Upstream:
         headers = _answer_headers(ctx, stream.headers, stream.waited_seconds)
         # What the loser cost is counted meanwhile: the record is written as the stream's end passes
         costing = asyncio.ensure_future(self._cost_of_losers(ctx, losers)) if losers else None
-        return EventStreamResponse(self._events(ctx, stream, events, costing), headers)
+        handover = hedging is None and ctx.slot_release is not None
+        return EventStreamResponse(self._events(ctx, stream, events, costing, handover), headers)
 
     def _whole_answer(self, ctx: RequestContext, attempt: hedge.Attempt) -> Awaitable[hedge.Attempt]:
         return hedge.whole_answer(attempt, self.litellm.post(ctx.route.path, sealed_body(ctx, self.secret),
@@ -172,7 +174,7 @@ class Upstream:
             ctx.outcome.hedge_cost += cost
 
     async def _events(self, ctx: RequestContext, stream: UpstreamStream, events: AsyncIterator[bytes],
-                      costing: asyncio.Future | None) -> AsyncIterator[bytes]:
+                      costing: asyncio.Future | None, handover: bool = False) -> AsyncIterator[bytes]:
         summary = ctx.outcome.stream
         asked_for_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
         halves = list(reversed(ctx.halves))
@@ -205,7 +207,9 @@ class Upstream:
         finally:
             stream.close()  # no-op after a complete stream
             # the client left before the first token (the pump cancelled): the provider's call may go on until then
-            ctx.outcome.abandoned = summary.first_token_at is None and not summary.done and summary.error is None
+            cut = not summary.done and summary.error is None
+            ctx.outcome.abandoned = cut and summary.first_token_at is None
+            ctx.outcome.slots_handed_over = cut and handover  # LiteLLM gives them back once the provider's is closed
             if costing is not None:
                 await costing
             if summary.usage is None and summary.first_token_at is not None:
@@ -216,7 +220,7 @@ class Upstream:
                     stream.headers.get("x-litellm-model-id"), ctx.request_id)
 
 
-def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
+def sealed_body(ctx: RequestContext, secret: bytes, slot_release: str | None = None) -> bytes:
     """The body LiteLLM receives: the client's checked fields, the model the route resolved, and sealed metadata.
 
     Every field here passed the route's allow-list (wrapper.routes); the gateway adds only what it owns: the
@@ -244,6 +248,8 @@ def sealed_body(ctx: RequestContext, secret: bytes) -> bytes:
         "gateway_credential_id": principal.credential_id,
         "tags": [f"tenant:{principal.tenant}"] + ([f"endpoint:{principal.endpoint}"] if principal.endpoint else []),
     }
+    if slot_release is not None:
+        identity["gateway_release"] = slot_release
     tier = next((d for d in ctx.decisions if d.get("step") == "tier" and d.get("mode") == "enforce"), None)
     if tier is not None:  # model: auto's decision, for the trace (the record has it already)
         identity["tags"].append(f"route:{tier['decision']}")
