@@ -44,6 +44,8 @@ from wrapper.limits.step import finish as finish_admission
 from wrapper.model_routes import ModelRoutes
 from wrapper.ownership import ObjectIds, OwnershipStep
 from wrapper.ownership.lookups import response_lookups
+from wrapper.cache.step import CacheStep
+from wrapper.cache.store import LocalCache, RedisCache
 from wrapper.pipeline import Pipeline
 from wrapper.request import api_headers, read_request
 from wrapper.routes import Route
@@ -104,7 +106,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         # 3. input guardrails (issue 20)
         PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
         ModelRoute(catalog),  # 5. route: aliases, the tenant's allow-list
-        # 6. cache layers (issue 19)
+        CacheStep(RedisCache(redis) if redis else LocalCache(), signer.derived_key("gateway cache keys v1")),  # 6.
     ])
     upstream = Upstream(litellm, settings.internal_secret.encode(), usage_counter,
                         HedgeBudget(settings.hedge_budget_percent))
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         ctx.route = route
         ctx.body, ctx.upload = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes)
         ctx.upstream_headers = api_headers(request.headers, route.passed_headers)
+        ctx.cache_control = request.headers.get("cache-control", "").lower()
         answered = await pipeline.run(ctx)  # 2-6. the steps' request halves, in order; one may answer or refuse
         if answered is not None:
             return answered

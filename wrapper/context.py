@@ -102,11 +102,18 @@ class Outcome:
     # A stream cut before its end whose concurrency slots LiteLLM gives back once the provider's stream is closed
     # (custom_callbacks/slot_release.py): the wrapper keeps them taken for a grace period only.
     slots_handed_over: bool = False
+    cached_layer: str | None = None  # answered by the gateway's cache (wrapper/cache): nothing was spent
     stream: StreamSummary | None = None  # set for streamed answers, filled as events pass
     provider_answer: bytes | None = None  # a whole answer as the provider gave it, when steps changed what was sent
 
+    def served_from_cache(self, layer: str, model: object) -> None:
+        """A cache hit: no tokens, no cost (the stored answer's usage is what it cost when it was stored)."""
+        self.cached_layer, self.cache_hit = layer, True
+        self.tokens_in, self.tokens_out, self.cost = 0, 0, 0.0
+        self.model_served = model if isinstance(model, str) else None
+
     def note_usage(self, usage: object) -> None:
-        if isinstance(usage, dict):
+        if isinstance(usage, dict) and self.cached_layer is None:
             self.tokens_in = _count(usage.get("prompt_tokens"))
             self.tokens_out = _count(usage.get("completion_tokens"))
             # LiteLLM adds the cost to a stream's usage (include_cost_in_streaming_usage).
@@ -162,6 +169,8 @@ class RequestContext:
     held: object | None = None  # what admission reserved (wrapper.limits.step.Held), until the request ends
     slot_release: str | None = None  # a stream's concurrency slots, for LiteLLM to give back if it is cut (sealed)
     response_headers: dict[str, str] = field(default_factory=dict)  # steps' headers for the answer (rate limits)
+    cache_control: str = ""  # the client's Cache-Control header: no-cache, no-store (wrapper/cache)
+    cached: object | None = None  # a cache hit (wrapper.cache.step.Hit): the answer, instead of LiteLLM's
     pii: dict = field(default_factory=dict)  # action, and entity type -> count found; never values
 
     def overhead_ms(self, waited_seconds: float) -> str:

@@ -60,6 +60,9 @@ TENANT_MODELS = {
     "soylent": ["fake-echo-fixed"],  # rolls PII out endpoint by endpoint: watched (shadow), guarded (enforce), plain
     "cyberdyne": ["fake-chat", "paced", "long-stream", "stalls", "drip"],  # limits and budgets, an endpoint per kind
     # retries and fallbacks per endpoint (VANDELAY_RESILIENCE)
+    # the cache layers (CACHE_ENDPOINTS): two tenants, so that what one stored is never the other's
+    "wonka": ["fake-chat", "fake-echo", "fake-echo-chars", "fake-embed"],
+    "oscorp": ["fake-chat", "fake-echo", "fake-echo-chars", "fake-embed"],
     "vandelay": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
                  "stalls", "status-401", "status-403", "status-404", "status-422"],
 }
@@ -67,7 +70,13 @@ TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "init
                     "hooli": ["kiosk"], "fuzzed": [], "soylent": ["watched", "guarded", "plain"],
                     "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots",
                                   "metered"],
-                    "vandelay": ["retrying", "failover", "plain", "hedged", "bounded"]}
+                    "vandelay": ["retrying", "failover", "plain", "hedged", "bounded"],
+                    "wonka": ["cached", "shadowed", "other", "private"], "oscorp": ["cached"]}
+# wonka's and oscorp's cache policies, per endpoint: `other` has the same policy as `cached` and its own entries.
+CACHE_ON = {"exact": "enforce", "template": "enforce"}
+CACHE_ENDPOINTS = {"cached": {"cache": CACHE_ON}, "shadowed": {"cache": {"exact": "shadow", "template": "shadow"}},
+                   "other": {"cache": CACHE_ON},
+                   "private": {"cache": CACHE_ON, "pii": {"mode": "enforce", "action": "pseudonymize"}}}
 # vandelay's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
 # config would: falls-back -> fake-chat); `failover` retries a 5xx once, then falls back to fake-chat, or to
 # globex-private, which vandelay may not use (so never); `plain` leaves it to litellm_config.yaml.
@@ -176,6 +185,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
     config["tenants"]["cyberdyne"]["endpoints"].update({name: {"limits": limits} for name, limits in CYBERDYNE_LIMITS.items()})
     config["tenants"]["vandelay"]["endpoints"].update({name: {"resilience": policy}
                                                        for name, policy in VANDELAY_RESILIENCE.items()})
+    config["tenants"]["wonka"]["endpoints"].update(CACHE_ENDPOINTS)
+    config["tenants"]["oscorp"]["endpoints"].update(cached=CACHE_ENDPOINTS["cached"])
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     def key(tenant: str, name: str, endpoint: str | None = None, role: str = "app") -> str:
         """Made in process: a CLI run per key (~2 s each) would put the stack's start past the first test's
@@ -202,6 +213,8 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
         **{f"soylent-{endpoint}": key("soylent", endpoint, endpoint) for endpoint in ("watched", "guarded", "plain")},
         **{f"cyberdyne-{endpoint}": key("cyberdyne", endpoint, endpoint) for endpoint in CYBERDYNE_LIMITS},
         **{f"vandelay-{endpoint}": key("vandelay", endpoint, endpoint) for endpoint in TENANT_ENDPOINTS["vandelay"]},
+        **{f"wonka-{endpoint}": key("wonka", endpoint, endpoint) for endpoint in CACHE_ENDPOINTS},
+        "oscorp-cached": key("oscorp", "cached", "cached"),
     }
 
 

@@ -210,6 +210,23 @@ class ResiliencePolicy(_Strict):
     hedge_after_ms: int | None = Field(None, ge=1, le=600_000)
 
 
+class CachePolicy(_Strict):
+    """The cache layers (wrapper/cache): each off, shadow (looked up and stored; a hit is recorded, not served) or
+    enforce. Only successful answers are kept, and only when `temperature` is 0 (or absent, with
+    `when_temperature_absent`); never answers with tool calls unless `tool_calls`."""
+
+    exact: Mode = Mode.off  # the same request, byte for byte once canonical
+    template: Mode = Mode.off  # the same template with the same slot values (numbers, dates, ids ...)
+    ttl_seconds: int = Field(3600, ge=1, le=30 * 86400)
+    max_answer_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)  # a larger answer is not kept
+    when_temperature_absent: bool = False
+    tool_calls: bool = False
+
+    @property
+    def on(self) -> bool:
+        return self.exact is not Mode.off or self.template is not Mode.off
+
+
 @dataclass(frozen=True)
 class EndpointPolicies:
     """Every step's policy as it applies to one endpoint: the tenant's, with the endpoint's overrides."""
@@ -220,6 +237,7 @@ class EndpointPolicies:
     endpoint_limits: LimitSet  # what the endpoint itself limits, counted for the endpoint alone
     routing: RoutingPolicy = RoutingPolicy()
     resilience: ResiliencePolicy = ResiliencePolicy()
+    cache: CachePolicy = CachePolicy()
 
 
 class Endpoint(_Strict):
@@ -230,6 +248,7 @@ class Endpoint(_Strict):
     limits: dict = Field(default_factory=dict)
     routing: dict = Field(default_factory=dict)
     resilience: dict = Field(default_factory=dict)
+    cache: dict = Field(default_factory=dict)
 
 
 class Tenant(_Strict):
@@ -242,6 +261,7 @@ class Tenant(_Strict):
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     resilience: ResiliencePolicy = Field(default_factory=ResiliencePolicy)
+    cache: CachePolicy = Field(default_factory=CachePolicy)
     _policies: dict[str | None, EndpointPolicies] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -280,7 +300,7 @@ class Tenant(_Strict):
     def _resolved(self) -> dict[str | None, EndpointPolicies]:
         policies: dict[str | None, EndpointPolicies] = {None: EndpointPolicies(self.pii, self.fields, self.limits,
                                                                                LimitSet(), self.routing,
-                                                                               self.resilience)}
+                                                                               self.resilience, self.cache)}
         for name, endpoint in self.endpoints.items():
             where = f"endpoints.{name}.limits"
             own = {key: value for key, value in endpoint.limits.items() if key in LimitSet.model_fields}
@@ -291,7 +311,8 @@ class Tenant(_Strict):
                                               _overridden(LimitSet(), own, where),
                                               _overridden(self.routing, endpoint.routing, f"endpoints.{name}.routing"),
                                               _overridden(self.resilience, endpoint.resilience,
-                                                          f"endpoints.{name}.resilience"))
+                                                          f"endpoints.{name}.resilience"),
+                                              _overridden(self.cache, endpoint.cache, f"endpoints.{name}.cache"))
         return policies
 
     def policy(self, endpoint: str | None) -> EndpointPolicies:

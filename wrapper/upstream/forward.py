@@ -17,6 +17,7 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from custom_callbacks.seal import CLIENT_METADATA_KEY, STORED_OBJECT, WARM_UP_TENANT, sealed_metadata
+from wrapper.cache.replay import replayed
 from wrapper.context import RequestContext, ResponseHalf, StreamSummary
 from wrapper.errors import CLIENT_CLOSED, GatewayError
 from wrapper.observability.tracing import step
@@ -83,6 +84,8 @@ class Upstream:
                                "and hedges included).", type="timeout_error", code="deadline_exceeded") from None
 
     async def _forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
+        if ctx.cached is not None:
+            return self._cached(ctx)
         self.hedge_budget.note_request()
         if ctx.route.binary_answer:
             return await self._binary(ctx, sealed_body(ctx, self.secret))
@@ -117,6 +120,20 @@ class Upstream:
                 answer = half.answer(answer)
         headers = _answer_headers(ctx, reply.headers, reply.waited_seconds)
         return Response(answer, status_code=reply.status, headers=headers, media_type="application/json")
+
+    def _cached(self, ctx: RequestContext) -> Response:
+        """A cache hit (wrapper/cache), served as LiteLLM's answer is: through every response half, streamed when
+        it was asked for (it was stored from a stream then: the key says so)."""
+        hit = ctx.cached
+        headers = {**_answer_headers(ctx, {}, 0.0), "x-gateway-cache": "hit", "x-gateway-cache-layer": hit.layer}
+        if hit.entry["kind"] == "whole":
+            answer = hit.entry["body"].encode()
+            for half in reversed(ctx.halves):
+                answer = half.answer(answer)
+            return Response(answer, status_code=200, headers=headers, media_type="application/json")
+        stream = replayed(hit.entry["body"])
+        ctx.outcome.stream = StreamSummary(ctx.route, started_at=ctx.started_at)
+        return EventStreamResponse(self._events(ctx, stream, stream.chunks, None), headers)
 
     async def _binary(self, ctx: RequestContext, body: bytes) -> Response:
         """An answer that is not JSON (audio): its bytes flow through as LiteLLM sends them, its content type kept.
@@ -212,7 +229,7 @@ class Upstream:
             ctx.outcome.slots_handed_over = cut and handover  # LiteLLM gives them back once the provider's is closed
             if costing is not None:
                 await costing
-            if summary.usage is None and summary.first_token_at is not None:
+            if summary.usage is None and summary.first_token_at is not None and ctx.outcome.cached_layer is None:
                 # Cut short (client gone, stream broken): the provider billed what it produced; count it.
                 # The record waits for this; the client, gone or given its error already, does not.
                 summary.usage = await self.usage_counter.count(
