@@ -120,6 +120,11 @@ def sealed_metadata_of(data: dict) -> object:
     return data.get("metadata")
 
 
+def cache_namespace(metadata: dict) -> str:
+    """The namespace of LiteLLM's cache entries for a request: its tenant's and endpoint's."""
+    return f"gw:{metadata['gateway_tenant_id']}:{metadata.get('gateway_endpoint') or '-'}"
+
+
 def _names(keys: list[str]) -> str:
     return json.dumps([key[:64] for key in keys[:10]])  # quoted and bounded: safe in a log line
 
@@ -140,6 +145,10 @@ class WrapperOnlyGuard(CustomLogger):
             raise HTTPException(status_code=403, detail={"error": REFUSAL})
         if metadata["gateway_tenant_id"] == WARM_UP_TENANT:  # the wrapper's warm-up: this far, and no provider call
             raise HTTPException(status_code=403, detail={"error": "warm-up call: stopped before any provider"})
+        # LiteLLM's own cache (litellm_settings.cache), when on: its keys are not a tenant's unless namespaced, and a
+        # namespace could come from the request (`cache`, refused above as unsealed, or metadata): always the
+        # tenant's and endpoint's, so no tenant can read another's entries (its first choice is `cache`'s, refused).
+        metadata["redis_namespace"] = cache_namespace(metadata)
         if logger.isEnabledFor(logging.DEBUG):  # what LiteLLM was told, for operators (and tests) who ask
             accepted = {key: metadata.get(key) for key in SEALED_KEYS}
             accepted["user"] = data.get("user")

@@ -103,7 +103,7 @@ def test_seal_verifies_only_with_the_same_secret_and_fields():
     assert not is_sealed(None, metadata)
     for key, value in (("gateway_tenant_id", "globex"), ("gateway_user_id", "someone"), ("gateway_model", "other"),
                        ("gateway_fields", "messages,metadata,model,fallbacks"), ("gateway_controls", "0" * 64),
-                       ("tags", ["tenant:globex"])):
+                       ("tags", ["tenant:globex"]), ("gateway_release", "{\"keys\": [\"gw:lim:{acme}:x\"], \"id\": \"r2\"}")):
         assert not is_sealed(b"secret", {**metadata, key: value}), key
     assert not is_sealed(b"secret", {k: v for k, v in metadata.items() if k != "gateway_tenant_id"})
     assert not is_sealed(b"secret", "not a dict")
