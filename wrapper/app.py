@@ -45,6 +45,7 @@ from wrapper.model_routes import ModelRoutes
 from wrapper.ownership import ObjectIds, OwnershipStep
 from wrapper.ownership.lookups import response_lookups
 from wrapper.cache.step import CacheStep
+from wrapper.cache.semantic import LocalIndex, RedisIndex
 from wrapper.cache.store import LocalCache, RedisCache
 from wrapper.pipeline import Pipeline
 from wrapper.request import api_headers, read_request
@@ -106,7 +107,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         # 3. input guardrails (issue 20)
         PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
         ModelRoute(catalog),  # 5. route: aliases, the tenant's allow-list
-        CacheStep(RedisCache(redis) if redis else LocalCache(), signer.derived_key("gateway cache keys v1")),  # 6.
+        CacheStep(RedisCache(redis) if redis else LocalCache(), signer.derived_key("gateway cache keys v1"),
+                  RedisIndex(redis) if redis else LocalIndex()),  # 6. cache layers: exact, template, semantic
     ])
     upstream = Upstream(litellm, settings.internal_secret.encode(), usage_counter,
                         HedgeBudget(settings.hedge_budget_percent))

@@ -142,3 +142,24 @@ def test_a_hit_restores_this_requests_personal_data_not_the_stored_ones(stack, f
     assert "jane.doe" in first.json()["choices"][0]["message"]["content"]
     assert calls_with(fake_provider, marker) == 1
     assert not fake_provider.requests_containing("example.org")  # and no address ever reached it
+
+
+def test_a_paraphrase_hits_the_semantic_layer_but_another_value_or_the_opposite_never_does(stack, fake_provider):
+    marker = uuid.uuid4().hex[:6]
+    ask(stack, "wonka-meaning", f"How do I reset my password for account 7? ({marker})", model="fake-echo")
+    stored()
+    paraphrase = ask(stack, "wonka-meaning", f"Could you tell me how to reset the password of account 7? ({marker})",
+                     model="fake-echo")
+    assert paraphrase.headers.get("x-gateway-cache-layer") == "semantic"
+    record = the_record(stack.database_url, paraphrase.request.headers["x-request-id"], 5)
+    decision = next(d for d in record["decisions"] if d["step"] == "cache")
+    assert decision["layer"] == "semantic" and decision["similarity"] >= 0.9
+    for other in (f"How do I reset my password for account 8? ({marker})",  # another value: another bucket
+                  f"How do I not reset my password for account 7? ({marker})",  # a negation
+                  f"How do I reset my password for account 7? ({marker}) Reply in French."):
+        assert "x-gateway-cache" not in ask(stack, "wonka-meaning", other, model="fake-echo").headers, other
+        stored()
+    assert calls_with(fake_provider, marker) == 4
+    # another tenant asking the very same paraphrase finds nothing
+    assert "x-gateway-cache" not in ask(stack, "oscorp-cached", f"Could you tell me how to reset the password of "
+                                                                 f"account 7? ({marker})", model="fake-echo").headers

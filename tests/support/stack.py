@@ -71,12 +71,13 @@ TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "init
                     "cyberdyne": ["burst", "narrow", "watched", "frugal", "tokens", "shared-rate", "shared-slots",
                                   "metered"],
                     "vandelay": ["retrying", "failover", "plain", "hedged", "bounded"],
-                    "wonka": ["cached", "shadowed", "other", "private"], "oscorp": ["cached"]}
+                    "wonka": ["cached", "shadowed", "other", "private", "meaning"], "oscorp": ["cached"]}
 # wonka's and oscorp's cache policies, per endpoint: `other` has the same policy as `cached` and its own entries.
 CACHE_ON = {"exact": "enforce", "template": "enforce"}
 CACHE_ENDPOINTS = {"cached": {"cache": CACHE_ON}, "shadowed": {"cache": {"exact": "shadow", "template": "shadow"}},
                    "other": {"cache": CACHE_ON},
-                   "private": {"cache": CACHE_ON, "pii": {"mode": "enforce", "action": "pseudonymize"}}}
+                   "private": {"cache": CACHE_ON, "pii": {"mode": "enforce", "action": "pseudonymize"}},
+                   "meaning": {"cache": {"exact": "enforce", "semantic": "enforce"}}}
 # vandelay's resilience: `retrying` retries 429 and 5xx twice and never falls back (not even where LiteLLM's own
 # config would: falls-back -> fake-chat); `failover` retries a 5xx once, then falls back to fake-chat, or to
 # globex-private, which vandelay may not use (so never); `plain` leaves it to litellm_config.yaml.

@@ -111,3 +111,17 @@ def template_parts(messages: list) -> tuple[list, list[str]]:
                 templated.append(part)
         shaped.append((role, templated, rest))
     return shaped, values
+
+
+def exact_digest(secret: bytes, scope: tuple, body: dict) -> str:
+    return key(secret, "exact", scope, parameters(body, None))
+
+
+def template_digest(secret: bytes, scope: tuple, route: str, body: dict) -> str | None:
+    """The template layer's key of a request; None when its route has no texts to template."""
+    texts = texts_of(route, body)
+    if texts is None:
+        return None
+    field, messages = texts
+    shaped, values = template_parts(messages)
+    return key(secret, "template", scope, parameters(body, field), shaped, values)

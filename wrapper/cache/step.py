@@ -7,7 +7,10 @@ stores the answer under every layer's key once it has ended well: only a 200, a 
 without an error, no tool calls (unless the endpoint allows them), no content filter, not larger than
 `max_answer_bytes`. What is stored is the answer as the provider gave it (PII placeholders, not values).
 
-Cacheable: chat, legacy completions (both layers) and embeddings (exact); a request with `temperature` 0, or none
+The semantic layer (semantic.py) runs when exact and template found nothing to serve: the last user message's
+template is embedded (MiniLM, ~10 ms on a thread of its own) and compared with the stored ones of its bucket.
+
+Cacheable: chat, legacy completions (every layer) and embeddings (exact); a request with `temperature` 0, or none
 when the endpoint says `when_temperature_absent`. A client's `Cache-Control: no-cache` skips the lookup, `no-store`
 the storing; it can never name a key or a namespace (the `cache` field is refused with the other LiteLLM controls).
 """
@@ -19,9 +22,11 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 
 from wrapper.cache import keys
+from wrapper.cache.semantic import Embedder, LocalIndex, cues, nearest, readable
 from wrapper.cache.store import entry_key
 from wrapper.config.models import CachePolicy, Mode
 from wrapper.context import RequestContext
@@ -40,12 +45,24 @@ class Hit:
     entry: dict  # kind ("whole" | "events"), body (the answer, or its events), model, cost (what it cost then)
 
 
+@dataclass
+class Semantic:
+    """The semantic layer's view of a request: its bucket, the text compared and (once embedded) its vector."""
+
+    mode: Mode
+    bucket: str
+    text: str
+    vector: np.ndarray | None = None
+
+
 class CacheStep:
     name = "cache"
 
-    def __init__(self, store, secret: bytes) -> None:
+    def __init__(self, store, secret: bytes, index=None, embedder: Embedder | None = None) -> None:
         self.store = store  # LocalCache or RedisCache
         self.secret = secret
+        self.index = index if index is not None else LocalIndex()  # the semantic layer's buckets
+        self.embedder = embedder or Embedder()
 
     def mode(self, ctx: RequestContext) -> Mode:
         # Each layer has its own mode, applied here: a shadow layer is looked up and stored, its hit not served.
@@ -57,37 +74,88 @@ class CacheStep:
         if why_not is not None:
             return StepResult("skip", {"reason": why_not})
         layers = self._keys(ctx, policy)
-        control = ctx.cache_control
         shadow_hit = None
-        if "no-cache" not in control:
-            found = await asyncio.gather(*(self.store.get(key) for _, _, key in layers))
+        looking = "no-cache" not in ctx.cache_control
+        if looking:
+            found = await self.store.get_many([key for _, _, key in layers]) if layers else []
             for (layer, mode, _), raw in zip(layers, found, strict=True):
                 entry = _entry(raw)
                 if entry is None:
                     continue
                 if mode is Mode.enforce:
-                    ctx.cached = Hit(layer, entry)
-                    ctx.outcome.served_from_cache(layer, entry.get("model"))
-                    return StepResult("hit", {"layer": layer, "saved_usd": entry.get("cost") or 0.0})
+                    return _hit(ctx, layer, entry)
                 shadow_hit = shadow_hit or layer
-        half = None if "no-store" in control else StoringHalf(self.store, ctx, [key for _, _, key in layers], policy)
+        semantic = self._semantic(ctx, policy)  # only now: an exact or template hit never needs it
+        if looking and semantic is not None:
+            match = await self._nearest(ctx, semantic, policy.semantic_threshold)
+            if match is not None:
+                entry, similarity = match
+                if semantic.mode is Mode.enforce:
+                    return _hit(ctx, "semantic", entry, similarity)
+                shadow_hit = shadow_hit or "semantic"
+        half = None
+        if "no-store" not in ctx.cache_control:
+            half = StoringHalf(self, ctx, [key for _, _, key in layers], policy, semantic)
         return StepResult("would_hit" if shadow_hit else "miss", {"layer": shadow_hit} if shadow_hit else {},
                           half=half)
 
     def _keys(self, ctx: RequestContext, policy: CachePolicy) -> list[tuple[str, Mode, str]]:
-        body, tenant = ctx.body, ctx.principal.tenant
-        scope = keys.scope_of(tenant, ctx.principal.endpoint, ctx.route.name, ctx.model_group, body.get("stream"))
-        found = []
+        tenant, found = ctx.principal.tenant, []
         if policy.exact is not Mode.off:
-            digest = keys.key(self.secret, "exact", scope, keys.parameters(body, None))
+            digest = keys.exact_digest(self.secret, _scope(ctx), ctx.body)
             found.append(("exact", policy.exact, entry_key(tenant, "exact", digest)))
-        texts = keys.texts_of(ctx.route.name, body)
-        if policy.template is not Mode.off and texts is not None:
-            field, messages = texts
-            shaped, values = keys.template_parts(messages)
-            digest = keys.key(self.secret, "template", scope, keys.parameters(body, field), shaped, values)
-            found.append(("template", policy.template, entry_key(tenant, "template", digest)))
+        if policy.template is not Mode.off:
+            digest = keys.template_digest(self.secret, _scope(ctx), ctx.route.name, ctx.body)
+            if digest is not None:
+                found.append(("template", policy.template, entry_key(tenant, "template", digest)))
         return found
+
+    def _semantic(self, ctx: RequestContext, policy: CachePolicy) -> Semantic | None:
+        if policy.semantic is Mode.off:
+            return None
+        return semantic_view(self.secret, ctx.route.name, ctx.body, _scope(ctx), ctx.principal.tenant, policy.semantic)
+
+    async def _nearest(self, ctx: RequestContext, semantic: Semantic, threshold: float) -> tuple[dict, float] | None:
+        semantic.vector = await self.embedder.embed(semantic.text)
+        match = nearest(await self.index.vectors(semantic.bucket), semantic.vector, threshold)
+        if match is None:
+            return None
+        entry = _entry(await self.store.get(entry_key(ctx.principal.tenant, "semantic", match[0])))
+        return None if entry is None else (entry, match[1])
+
+
+def semantic_view(secret: bytes, route: str, body: dict, scope: tuple, tenant: str, mode: Mode) -> Semantic | None:
+    """The request's bucket (all it must share with a stored question) and the text compared within it: the last
+    user message's template; None when the route has no texts or no user message."""
+    texts = keys.texts_of(route, body)
+    if texts is None:
+        return None
+    field, messages = texts
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i][0] in ("user", "prompt")), None)
+    if last is None:
+        return None
+    _, parts, rest = messages[last]
+    text = "\n".join(part for part in parts if isinstance(part, str))
+    template, values = keys.template(text)
+    others = [part for part in parts if not isinstance(part, str)]
+    earlier = messages[:last] + messages[last + 1:]
+    digest = keys.key(secret, "semantic", scope, keys.parameters(body, field), earlier, rest, others, values,
+                      cues(text))
+    return Semantic(mode, entry_key(tenant, "sem", digest), readable(template))
+
+
+def _scope(ctx: RequestContext) -> tuple:
+    return keys.scope_of(ctx.principal.tenant, ctx.principal.endpoint, ctx.route.name, ctx.model_group,
+                         ctx.body.get("stream"))
+
+
+def _hit(ctx: RequestContext, layer: str, entry: dict, similarity: float | None = None) -> StepResult:
+    ctx.cached = Hit(layer, entry)
+    ctx.outcome.served_from_cache(layer, entry.get("model"))
+    detail = {"layer": layer, "saved_usd": entry.get("cost") or 0.0}
+    if similarity is not None:
+        detail["similarity"] = round(similarity, 4)
+    return StepResult("hit", detail)
 
 
 def _not_cacheable(ctx: RequestContext, policy: CachePolicy) -> str | None:
@@ -117,8 +185,9 @@ def _entry(raw: bytes | None) -> dict | None:
 class StoringHalf:
     """Sees the answer first (the last step's half), changes nothing, and stores it once it has ended well."""
 
-    def __init__(self, store, ctx: RequestContext, keys_: list[str], policy: CachePolicy) -> None:
-        self.store, self.ctx, self.keys, self.policy = store, ctx, keys_, policy
+    def __init__(self, step: CacheStep, ctx: RequestContext, keys_: list[str], policy: CachePolicy,
+                 semantic: Semantic | None) -> None:
+        self.step, self.ctx, self.keys, self.policy, self.semantic = step, ctx, keys_, policy, semantic
         self.events: list[bytes] | None = []
         self.size = 0
 
@@ -166,7 +235,17 @@ class StoringHalf:
     def _save(self, entry: dict) -> None:
         outcome = self.ctx.outcome
         value = orjson.dumps({**entry, "model": outcome.model_served, "stored_at": int(time.time())})
-        for key in self.keys:
-            task = asyncio.get_running_loop().create_task(self.store.put(key, value, self.policy.ttl_seconds))
-            _storing.add(task)
-            task.add_done_callback(_storing.discard)
+        task = asyncio.get_running_loop().create_task(self._store(value))
+        _storing.add(task)
+        task.add_done_callback(_storing.discard)
+
+    async def _store(self, value: bytes) -> None:
+        store, ttl = self.step.store, self.policy.ttl_seconds
+        await asyncio.gather(*(store.put(key, value, ttl) for key in self.keys))
+        semantic = self.semantic
+        if semantic is not None:
+            if semantic.vector is None:  # the lookup was skipped (no-cache)
+                semantic.vector = await self.step.embedder.embed(semantic.text)
+            digest = keys.key(self.step.secret, "semantic entry", semantic.bucket, semantic.text)
+            await store.put(entry_key(self.ctx.principal.tenant, "semantic", digest), value, ttl)
+            await self.step.index.add(semantic.bucket, digest, semantic.vector.tobytes(), ttl)

@@ -59,6 +59,9 @@ def child_environment(settings: Settings) -> dict[str, str]:
         "GATEWAY_PORT": str(settings.port),
         "GATEWAY_LITELLM_PORT": str(settings.litellm_port),
         "PYTHONUNBUFFERED": "1",
+        # The semantic cache's embeddings (numpy) run one at a time on a thread of their own: BLAS threads would
+        # only spin on the cores the event loops need
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
         **litellm_tuning(settings),
     }
 
