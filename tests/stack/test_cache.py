@@ -28,6 +28,13 @@ def stored() -> None:
 
 
 def test_an_equal_request_is_answered_from_the_cache_at_no_cost_with_the_saving_recorded(stack, fake_provider):
+    from tests.stack.test_metrics import sample, scrape
+
+    def saved() -> float:
+        return sample(scrape(stack), "gateway_cache_saved_usd_total", tenant="wonka", endpoint="cached",
+                      layer="exact") or 0.0
+
+    saved_before = saved()
     text = f"What is our refund policy? {uuid.uuid4().hex}"
     first = ask(stack, "wonka-cached", text)
     assert first.status_code == 200 and "x-gateway-cache" not in first.headers
@@ -43,6 +50,7 @@ def test_an_equal_request_is_answered_from_the_cache_at_no_cost_with_the_saving_
     decision = next(d for d in record["decisions"] if d["step"] == "cache")
     assert decision["decision"] == "hit" and decision["layer"] == "exact"
     assert decision["saved_usd"] == pytest.approx(cost)
+    assert saved() - saved_before == pytest.approx(cost)  # finance's dashboards see what the cache saved
 
 
 def test_a_template_hit_needs_the_same_slot_values_and_tolerates_spacing_and_case(stack, fake_provider):

@@ -64,6 +64,11 @@ class GatewayMetrics:
                                 "first, and extra (retries and fallbacks, as LiteLLM reports them), by tenant, "
                                 "endpoint and the model group that answered.",
                                 ["tenant", "endpoint", "group", "attempt"], registry=registry)
+        self.cache = Counter("gateway_cache_lookups", "Cache lookups (wrapper/cache) by tenant, endpoint, result "
+                             "(hit, would_hit in shadow, miss, skip) and layer.",
+                             ["tenant", "endpoint", "result", "layer"], registry=registry)
+        self.cache_saved = Counter("gateway_cache_saved_usd", "What cache hits saved: the stored answers' cost.",
+                                   ["tenant", "endpoint", "layer"], registry=registry)
         self.users_labelled = users_labelled
         self._children: dict[tuple, object] = {}  # (metric, labels) -> its series: labels() locks and checks each call
         self._users: set[tuple[str, str]] = set()
@@ -94,6 +99,11 @@ class GatewayMetrics:
             series(self.decisions, labels[0], labels[1], decision["step"], decision["mode"], decision["decision"]).inc()
             if decision["step"] == "admit":
                 self._admission(labels[0], labels[1], decision)
+            elif decision["step"] == "cache":
+                layer = decision.get("layer") or ""
+                series(self.cache, labels[0], labels[1], decision["decision"], layer).inc()
+                if decision.get("saved_usd"):
+                    series(self.cache_saved, labels[0], labels[1], layer).inc(decision["saved_usd"])
         if self.users_labelled and record.get("model") and record.get("user"):
             user = self._bounded_user(record["tenant"], record["user"])
             self.user_requests.labels(record["tenant"], user).inc()
