@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -94,6 +96,10 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_wrapper_exports(stack):
     for endpoint in ("frugal", "burst"):  # a budget's use, and admission decisions
         httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for(f"cyberdyne-{endpoint}"), timeout=30,
                    json={"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+    for _ in range(2):  # a cache miss, then a hit with its saving
+        httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth_for("wonka-cached"), timeout=30,
+                   json={"model": "fake-chat", "temperature": 0, "messages": [{"role": "user", "content": "dash"}]})
+        time.sleep(0.2)
     dashboard = json.loads((Path(__file__).parents[2] / "helm" / "dashboards" / "llm-gateway.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     named = {name for expr in exprs for name in re.findall(r"\b(gateway_[a-z_]+)\b", expr)}
@@ -102,4 +108,4 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_wrapper_exports(stack):
     assert {"gateway_cost_usd_total", "gateway_request_duration_seconds_bucket",
             "gateway_time_to_first_token_seconds_bucket", "gateway_budget_used_usd",
             "gateway_limit_decisions_total", "gateway_policy_decisions_total",
-            "gateway_upstream_attempts_total"} <= named  # spend, latency, TTFT, budgets, refusals, routes, retries
+            "gateway_upstream_attempts_total", "gateway_cache_saved_usd_total"} <= named  # spend, latency, TTFT, budgets, refusals, routes, retries
