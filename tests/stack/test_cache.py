@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tests.support.audit_db import the_record
+from wrapper.config.models import CachePolicy
 
 
 def ask(stack, key: str, text: str, model: str = "fake-chat", headers: dict | None = None, **extra) -> httpx.Response:
@@ -161,12 +162,17 @@ def test_a_paraphrase_hits_the_semantic_layer_but_another_value_or_the_opposite_
     assert paraphrase.headers.get("x-gateway-cache-layer") == "semantic"
     record = the_record(stack.database_url, paraphrase.request.headers["x-request-id"], 5)
     decision = next(d for d in record["decisions"] if d["step"] == "cache")
-    assert decision["layer"] == "semantic" and decision["similarity"] >= 0.9
+    assert decision["layer"] == "semantic" and decision["similarity"] >= CachePolicy().semantic_threshold
+    kept_apart = {}
     for other in (f"How do I reset my password for account 8? ({marker})",  # another value: another bucket
                   f"How do I not reset my password for account 7? ({marker})",  # a negation
                   f"How do I reset my password for account 7? ({marker}) Reply in French."):
-        assert "x-gateway-cache" not in ask(stack, "wonka-meaning", other, model="fake-echo").headers, other
+        answer = ask(stack, "wonka-meaning", other, model="fake-echo")
+        assert "x-gateway-cache" not in answer.headers, other
+        record = the_record(stack.database_url, answer.request.headers["x-request-id"], 5)
+        kept_apart[other] = next(d for d in record["decisions"] if d["step"] == "cache").get("kept_apart")
         stored()
+    assert kept_apart[f"How do I not reset my password for account 7? ({marker})"] == "negation"  # the record says why
     assert calls_with(fake_provider, marker) == 4
     # another tenant asking the very same paraphrase finds nothing
     assert "x-gateway-cache" not in ask(stack, "oscorp-cached", f"Could you tell me how to reset the password of "

@@ -6,9 +6,10 @@ a client can neither choose nor guess one, and two tenants or endpoints never sh
 
 The template layer: each text of the request (message contents, a completion's prompt) with its slots, the values
 that make one answer differ from another, replaced by typed placeholders; the key is the normalised template plus
-the slot values exactly as written. Slots: URLs, e-mail addresses, dates, times, money, ids (a token mixing letters
-and digits, `#123`, uuids), numbers, quoted strings and acronyms (`US` stays apart from `us`). Normalised in the
-fixed parts: Unicode form (NFKC), case, runs of whitespace, and punctuation at the end of a text. So "Refund order
+the slot values exactly as written. Slots: URLs, e-mail addresses, host and file names (`api.example.com`,
+`q3.xlsx`), dates, times, money, ids (a token mixing letters and digits, `#123`, `v2.3.1`, uuids), numbers (a
+sign only where no word precedes it: `XJ42-77A1` is ids), quoted strings and acronyms (`US` stays apart from
+`us`). Normalised in the fixed parts: Unicode form (NFKC), case, runs of whitespace, and punctuation at the end of a text. So "Refund order
 #48213" and "refund  order #48213!" share an entry; "#48214" does not, nor does anything whose words differ.
 """
 
@@ -26,6 +27,7 @@ DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "st
 _SLOTS = [
     ("URL", r"\b(?:https?|ftp)://[^\s<>\"']+"),
     ("EMAIL", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
+    ("HOST", r"\b[a-z0-9][\w-]*(?:\.[\w-]+)*\.[a-z][a-z0-9]{1,23}\b"),  # api.example.com, report.pdf
     ("DATE", r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"
              r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?"
              r"(?:,? \d{4})?\b|\b\d{1,2}(?:st|nd|rd|th)? (?:of )?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct"
@@ -33,9 +35,9 @@ _SLOTS = [
     ("TIME", r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?\b|\b\d{1,2}\s?[ap]\.?m\.?\b"),
     ("MONEY", r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|m|bn|million|billion))?\b"
               r"|\b\d[\d,]*(?:\.\d+)?\s?(?:usd|eur|gbp|jpy|chf|dollars?|euros?|pounds?)\b"),
-    ("ID", r"#\w+|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
+    ("ID", r"#\w+|\bv\d+(?:\.\d+)+\b|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
            r"|\b(?=[a-z0-9_-]*\d)(?=[a-z0-9_-]*[a-z])[a-z0-9][a-z0-9_-]{2,}\b"),
-    ("NUM", r"[-+]?\b\d[\d,]*(?:\.\d+)?%?"),
+    ("NUM", r"(?<![\w\x00-])[-+]?\b\d[\d,]*(?:\.\d+)?%?|\b\d[\d,]*(?:\.\d+)?%?"),
     ("QUOTE", r"\"[^\"\n]{1,200}\"|“[^”\n]{1,200}”|'[^'\n]{2,200}'(?!\w)"),
 ]
 _SLOT = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _SLOTS), re.IGNORECASE)

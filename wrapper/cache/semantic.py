@@ -3,10 +3,11 @@
 Similarity alone cannot tell "refund order #48213" from "#48214" (cosine 0.994 with MiniLM) nor "enable 2FA" from
 "disable 2FA". So entries are grouped in buckets, and a request is compared only with the entries of its bucket:
 same tenant, endpoint, route, model and parameters; the same earlier messages (system prompt included) exactly;
-the same slot values in its last message (numbers, dates, ids ...: keys.py); the same polarity cues (negations
-and words that have an opposite: enable/disable, before/after ...) and the same names (capitalised words inside a
-sentence). Within a bucket, the nearest stored question (cosine of MiniLM embeddings of the templates) is a hit at
-or above the endpoint's `semantic_threshold`. A bucket keeps at most BUCKET_SIZE entries.
+the same slot values in its last message, in order (numbers, dates, ids ...: keys.py). Within a bucket, the
+nearest stored question (cosine of MiniLM embeddings of the templates) at or above the endpoint's
+`semantic_threshold` is a hit unless meaning.differs tells the two apart (names, counts and dates in words,
+negation, opposites, or the same sentence with a content word changed). A bucket keeps at most BUCKET_SIZE
+entries.
 """
 
 from __future__ import annotations
@@ -26,24 +27,7 @@ from wrapper.redis_link import RedisLink
 logger = logging.getLogger("wrapper.cache")
 
 BUCKET_SIZE = 128
-_CUES = frozenset("""
-not no never none nothing nobody neither nor without cannot can't don't doesn't didn't won't wouldn't shouldn't isn't
-aren't wasn't weren't haven't hasn't hadn't mustn't n't stop start enable disable enabled disabled allow deny block
-unblock allowed blocked increase decrease raise lower add remove added removed include exclude before after above
-below over under more less most least max min maximum minimum buy sell import export upload download accept reject
-approve decline lock unlock encrypt decrypt connect disconnect install uninstall subscribe unsubscribe activate
-deactivate true false yes on off open close opened closed up down in out first last highest lowest cheapest best
-worst upgrade downgrade cancel keep join leave send receive win lose increase reduce higher lower faster slower
-""".split())
-_WORD = re.compile(r"[\w']+")
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+\b")  # capitalised, not where a sentence starts
-
-
-def cues(text: str) -> list[str]:
-    """The polarity words and names of a text: a request is compared only with entries that have the same."""
-    words = {w.casefold() for w in _WORD.findall(text)}
-    found = sorted(w for w in words if w in _CUES or w.endswith("n't"))
-    return found + sorted(set(_NAME.findall(text.strip())))
+NEAREST = 8  # candidates above the threshold asked whether they differ (meaning.py), nearest first
 
 
 def readable(template: str) -> str:
@@ -69,15 +53,24 @@ class Embedder:
         return self._model.embed(text)
 
 
-def nearest(vectors: dict[str, bytes], query: np.ndarray, threshold: float) -> tuple[str, float] | None:
-    """The entry whose vector is nearest the query, if its cosine reaches the threshold."""
+def entry_value(vector: np.ndarray, said: str) -> bytes:
+    """What the index keeps of a stored question: its vector, then its text (for meaning.differs)."""
+    return vector.astype(np.float32).tobytes() + said.encode()
+
+
+def nearest(vectors: dict[str, bytes], query: np.ndarray, threshold: float) -> list[tuple[str, float, str]]:
+    """The entries whose cosine with the query reaches the threshold, nearest first (at most NEAREST): each with its
+    digest, cosine and text."""
     if not vectors:
-        return None
-    digests = list(vectors)
-    matrix = np.frombuffer(b"".join(vectors[d] for d in digests), dtype=np.float32).reshape(len(digests), -1)
+        return []
+    size = query.astype(np.float32).nbytes
+    digests = [d for d, value in vectors.items() if len(value) >= size]
+    if not digests:
+        return []
+    matrix = np.frombuffer(b"".join(vectors[d][:size] for d in digests), dtype=np.float32).reshape(len(digests), -1)
     scores = matrix @ query
-    best = int(np.argmax(scores))
-    return (digests[best], float(scores[best])) if scores[best] >= threshold else None
+    order = [int(i) for i in np.argsort(-scores)[:NEAREST] if scores[i] >= threshold]
+    return [(digests[i], float(scores[i]), vectors[digests[i]][size:].decode(errors="replace")) for i in order]
 
 
 class LocalIndex:

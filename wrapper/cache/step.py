@@ -26,7 +26,8 @@ import numpy as np
 import orjson
 
 from wrapper.cache import keys
-from wrapper.cache.semantic import Embedder, LocalIndex, cues, nearest, readable
+from wrapper.cache.meaning import differs
+from wrapper.cache.semantic import Embedder, LocalIndex, entry_value, nearest, readable
 from wrapper.cache.store import entry_key
 from wrapper.config.models import CachePolicy, Mode
 from wrapper.context import RequestContext
@@ -51,8 +52,10 @@ class Semantic:
 
     mode: Mode
     bucket: str
-    text: str
+    text: str  # the template, as embedded
+    said: str  # the message as written (after PII), for meaning.differs
     vector: np.ndarray | None = None
+    kept_apart: str | None = None  # why the nearest question above the threshold was not the same (meaning.py)
 
 
 class CacheStep:
@@ -96,8 +99,10 @@ class CacheStep:
         half = None
         if "no-store" not in ctx.cache_control:
             half = StoringHalf(self, ctx, [key for _, _, key in layers], policy, semantic)
-        return StepResult("would_hit" if shadow_hit else "miss", {"layer": shadow_hit} if shadow_hit else {},
-                          half=half)
+        detail = {"layer": shadow_hit} if shadow_hit else {}
+        if semantic is not None and semantic.kept_apart:
+            detail["kept_apart"] = semantic.kept_apart
+        return StepResult("would_hit" if shadow_hit else "miss", detail, half=half)
 
     def _keys(self, ctx: RequestContext, policy: CachePolicy) -> list[tuple[str, Mode, str]]:
         tenant, found = ctx.principal.tenant, []
@@ -117,11 +122,15 @@ class CacheStep:
 
     async def _nearest(self, ctx: RequestContext, semantic: Semantic, threshold: float) -> tuple[dict, float] | None:
         semantic.vector = await self.embedder.embed(semantic.text)
-        match = nearest(await self.index.vectors(semantic.bucket), semantic.vector, threshold)
-        if match is None:
-            return None
-        entry = _entry(await self.store.get(entry_key(ctx.principal.tenant, "semantic", match[0])))
-        return None if entry is None else (entry, match[1])
+        for digest, similarity, said in nearest(await self.index.vectors(semantic.bucket), semantic.vector, threshold):
+            reason = differs(semantic.said, said)
+            if reason is not None:
+                semantic.kept_apart = semantic.kept_apart or reason
+                continue
+            entry = _entry(await self.store.get(entry_key(ctx.principal.tenant, "semantic", digest)))
+            if entry is not None:
+                return entry, similarity
+        return None
 
 
 def semantic_view(secret: bytes, route: str, body: dict, scope: tuple, tenant: str, mode: Mode) -> Semantic | None:
@@ -139,9 +148,8 @@ def semantic_view(secret: bytes, route: str, body: dict, scope: tuple, tenant: s
     template, values = keys.template(text)
     others = [part for part in parts if not isinstance(part, str)]
     earlier = messages[:last] + messages[last + 1:]
-    digest = keys.key(secret, "semantic", scope, keys.parameters(body, field), earlier, rest, others, values,
-                      cues(text))
-    return Semantic(mode, entry_key(tenant, "sem", digest), readable(template))
+    digest = keys.key(secret, "semantic", scope, keys.parameters(body, field), earlier, rest, others, values)
+    return Semantic(mode, entry_key(tenant, "sem", digest), readable(template), text)
 
 
 def _scope(ctx: RequestContext) -> tuple:
@@ -246,6 +254,6 @@ class StoringHalf:
         if semantic is not None:
             if semantic.vector is None:  # the lookup was skipped (no-cache)
                 semantic.vector = await self.step.embedder.embed(semantic.text)
-            digest = keys.key(self.step.secret, "semantic entry", semantic.bucket, semantic.text)
+            digest = keys.key(self.step.secret, "semantic entry", semantic.bucket, semantic.said)
             await store.put(entry_key(self.ctx.principal.tenant, "semantic", digest), value, ttl)
-            await self.step.index.add(semantic.bucket, digest, semantic.vector.tobytes(), ttl)
+            await self.step.index.add(semantic.bucket, digest, entry_value(semantic.vector, semantic.said), ttl)
