@@ -25,7 +25,7 @@ import orjson
 DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
 
 _SLOTS = [
-    ("URL", r"\b(?:https?|ftp)://[^\s<>\"']+"),
+    ("URL", r"\b[a-z][a-z0-9+.-]{1,15}://[^\s<>\"']+"),  # any scheme: s3://, postgres://
     ("EMAIL", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
     ("HOST", r"\b[a-z0-9][\w-]*(?:\.[\w-]+)*\.[a-z][a-z0-9]{1,23}\b"),  # api.example.com, report.pdf
     ("DATE", r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"
@@ -42,6 +42,7 @@ _SLOTS = [
 ]
 _SLOT = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _SLOTS), re.IGNORECASE)
 _ACRONYM = re.compile(r"\b[A-Z][A-Z0-9]{1,9}\b")  # before case is folded: `US`, `GDPR`, `2FA` stays a slot (ID)
+_COMPOUND_ID = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+\b")  # B2309-A, GPT-4
 _SPACE = re.compile(r"\s+")
 _END_PUNCTUATION = re.compile(r"[\s.!?;:,…]+$")
 
@@ -68,6 +69,7 @@ def template(text: str) -> tuple[str, list[str]]:
         values.append(match.group(0))
         return f"\x00{match.lastgroup}\x00"
 
+    text = _COMPOUND_ID.sub(lambda m: (values.append(m.group(0)), "\x00id\x00")[1], text)  # lower: not an acronym
     text = _ACRONYM.sub(lambda m: (values.append(m.group(0)), "\x00ACRO\x00")[1], text)
     text = _SLOT.sub(slot, text)
     text = _END_PUNCTUATION.sub("", _SPACE.sub(" ", text.casefold()).strip())

@@ -38,7 +38,8 @@ _TITLES = frozenset("dr mr mrs ms mx prof sir dame rev st".split())
 _TITLED = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|Sir|Dame|Rev|St)\.?\s+([A-Z][\w'’-]*)")
 _NAME = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![.!?:])\b[A-Z][a-z]+[\w'’-]*|\b[a-zA-Z]+[a-z][A-Z][\w'’-]*")
 
-_NEGATORS = frozenset("not no never none nothing nobody nowhere neither nor without cannot non".split())
+_NEGATORS = frozenset("not no never none nothing nobody nowhere neither nor without cannot non undo revert rollback"
+                      .split())
 _NUMBER_WORDS = frozenset("""
 zero two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
 eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion trillion
@@ -109,10 +110,9 @@ def differs(a: str, b: str) -> str | None:
         return "date"
     if _negations(words_a) % 2 != _negations(words_b) % 2:
         return "negation"
-    only_a, only_b = {_stem(w) for w in set_a - set_b}, {_stem(w) for w in set_b - set_a}
-    if _opposed(only_a, only_b) or _opposed(only_b, only_a):
-        return "opposite"
     stems_a, stems_b = {_stem(w) for w in set_a}, {_stem(w) for w in set_b}
+    if _opposed(stems_a, stems_b - stems_a) or _opposed(stems_b, stems_a - stems_b):
+        return "opposite"  # `on` here, `off` only there (though `on` may be there too: "switch off ... on my plan")
     new_a = {w for w in set_a if _stem(w) not in stems_b}
     new_b = {w for w in set_b if _stem(w) not in stems_a}
     if _rare(new_a, 3) and _rare(new_b, 2) or _rare(new_b, 3) and _rare(new_a, 2):
@@ -188,8 +188,8 @@ def _opposites() -> dict[str, set[str]]:
 _OPPOSITE = _opposites()
 
 
-def _opposed(only_here: set[str], only_there: set[str]) -> bool:
-    for word in only_here:
+def _opposed(here: set[str], only_there: set[str]) -> bool:
+    for word in here:
         if _OPPOSITE.get(word, set()) & only_there:
             return True
         for prefix in _PREFIXES:  # `unread` here, `read` there

@@ -121,8 +121,11 @@ class CacheStep:
         return semantic_view(self.secret, ctx.route.name, ctx.body, _scope(ctx), ctx.principal.tenant, policy.semantic)
 
     async def _nearest(self, ctx: RequestContext, semantic: Semantic, threshold: float) -> tuple[dict, float] | None:
+        stored = await self.index.vectors(semantic.bucket)
+        if not stored:
+            return None  # nothing to compare with: the embedding waits for the answer (StoringHalf), off this path
         semantic.vector = await self.embedder.embed(semantic.text)
-        for digest, similarity, said in nearest(await self.index.vectors(semantic.bucket), semantic.vector, threshold):
+        for digest, similarity, said in nearest(stored, semantic.vector, threshold):
             reason = differs(semantic.said, said)
             if reason is not None:
                 semantic.kept_apart = semantic.kept_apart or reason
@@ -252,7 +255,7 @@ class StoringHalf:
         await asyncio.gather(*(store.put(key, value, ttl) for key in self.keys))
         semantic = self.semantic
         if semantic is not None:
-            if semantic.vector is None:  # the lookup was skipped (no-cache)
+            if semantic.vector is None:  # not needed by the lookup (an empty bucket, or no-cache)
                 semantic.vector = await self.step.embedder.embed(semantic.text)
             digest = keys.key(self.step.secret, "semantic entry", semantic.bucket, semantic.said)
             await store.put(entry_key(self.ctx.principal.tenant, "semantic", digest), value, ttl)

@@ -218,7 +218,7 @@ class CachePolicy(_Strict):
     exact: Mode = Mode.off  # the same request, byte for byte once canonical
     template: Mode = Mode.off  # the same template with the same slot values (numbers, dates, ids ...)
     semantic: Mode = Mode.off  # a question that means the same, same slot values, not told apart (meaning.py)
-    semantic_threshold: float = Field(0.75, ge=0.5, le=1.0)  # the cosine a hit needs (bench/cache_accuracy.py)
+    semantic_threshold: float = Field(0.85, ge=0.5, le=1.0)  # the cosine a hit needs (bench/cache_accuracy.py)
     ttl_seconds: int = Field(3600, ge=1, le=30 * 86400)
     max_answer_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)  # a larger answer is not kept
     when_temperature_absent: bool = False
