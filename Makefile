@@ -35,6 +35,9 @@ bench: install
 	$(VENV)/bin/python bench/limits_proof.py
 	$(VENV)/bin/python bench/routing_classifier.py
 	$(VENV)/bin/python bench/hedging.py
+	$(VENV)/bin/python bench/cache.py
+	$(VENV)/bin/python bench/cache_accuracy.py
+	$(VENV)/bin/python bench/cache_isolation.py
 
 install: $(VENV)/.installed
 
