@@ -160,7 +160,9 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
             await redis.close()
 
     # The API routes: compliance, finance, the model list, probes and metrics.
-    app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=NO_FASTAPI_TELEMETRY)
+    # No schema, docs or redoc routes: every path served is in the README's contract (a unit test holds it).
+    app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  telemetry=NO_FASTAPI_TELEMETRY)
     install_error_handlers(app)
 
     async def tenants_models(request: Request) -> dict:

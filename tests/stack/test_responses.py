@@ -67,10 +67,15 @@ def test_a_stored_response_is_retrieved_listed_continued_and_deleted_by_its_tena
     [sent] = [r for r in fake_provider.log() if r["body"].get("input") == "Which word?"]
     assert sent["body"]["previous_response_id"].startswith("resp_fake")  # the provider sees its own
 
-    deleted = openai_client.responses.delete(first.id)
-    assert deleted is None or getattr(deleted, "id", first.id) == first.id
+    deleted = httpx.delete(f"{stack.url}/v1/responses/{first.id}", headers=stack.auth, timeout=30)
+    # The provider's answer to the delete, with the id the client knows the response by (never the provider's)
+    assert (deleted.status_code, deleted.json()) == (200, {"id": first.id, "object": "response", "deleted": True})
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.retrieve(first.id)
+    for method in ("GET", "DELETE"):  # gone at the provider; said with the client's id, not the provider's
+        gone = httpx.request(method, f"{stack.url}/v1/responses/{first.id}", headers=stack.auth, timeout=30)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
+        assert "resp_fake" not in gone.text and first.id[:200] in gone.json()["error"]["message"]
 
 
 def test_another_tenants_response_does_not_exist_for_a_tenant(stack, openai_client, fake_provider):

@@ -71,6 +71,7 @@ class Gateway:
     provider: FakeProvider
     config: Path
     keys: dict[str, str]
+    app: object = None  # the app itself (wrapper.app.GatewayApp): its FastAPI routes are `app.api.routes`
 
     def auth(self, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self.keys[key]}"}
@@ -118,4 +119,4 @@ async def in_process_gateway(tmp_path, tenant: dict = TENANT, models: dict = MOD
     app = create_app(settings, litellm=InProcessLiteLLM(provider))
     async with app.api.router.lifespan_context(app.api):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-            yield Gateway(client, provider, config, keys)
+            yield Gateway(client, provider, config, keys, app)

@@ -1,10 +1,13 @@
-"""The tree shows the flow: no import circles among the gateway's modules, and the README's layout names real files."""
+"""The tree shows the flow: no import circles among the gateway's modules, the README's layout names real files, and
+its Contract table every route the app serves."""
 
 from __future__ import annotations
 
 import ast
 import re
 from pathlib import Path
+
+from tests.support.contract import contract_routes, route_key, routes_named
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("wrapper", "custom_callbacks")
@@ -82,3 +85,33 @@ def test_the_readme_layout_names_files_that_exist():
     missing = [f"{path.relative_to(ROOT)}" for path in sorted((ROOT / "wrapper").iterdir())
                if path.name not in ("__init__.py", "__pycache__") and f"{path.relative_to(ROOT)}" not in listed]
     assert missing == []
+
+
+def fastapi_routes(routes) -> set[str]:
+    """Every route of the app's FastAPI part, included routers' too, as `METHOD /path` (HEAD aside: it follows GET)."""
+    found = set()
+    for route in routes:
+        if hasattr(route, "original_router"):  # an included router (FastAPI 0.165)
+            found |= fastapi_routes(route.original_router.routes)
+        elif hasattr(route, "routes") and not hasattr(route, "methods"):  # a mount, or an older FastAPI's router
+            found |= fastapi_routes(route.routes)
+        else:
+            assert getattr(route, "methods", None), f"a route of an unknown kind: {route!r}"
+            found |= {route_key(method, route.path) for method in route.methods if method != "HEAD"}
+    return found
+
+
+async def test_the_readme_contract_lists_every_route_the_app_serves_and_only_those(gateway):
+    """A new route cannot go undocumented, and the table names no route that is not there."""
+    documented = contract_routes()
+    wrong = await gateway.client.get("/v1/no-such-route")
+    assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "route_not_found"
+    named = set(routes_named(wrong.json()["error"]["message"]))  # the model routes and FastAPI's, as a client is told
+    served = named | fastapi_routes(gateway.app.api.routes)  # FastAPI's own list too: one left out of its schema
+    assert sorted(served - documented) == []  # served, not in the README's table
+    assert sorted(documented - served) == []  # in the table, not served
+    assert named == documented  # and the 404 names each of them
+    for route in sorted(documented):  # each answers (without credentials: refused), none as a wrong path
+        method, path = route.split(" ", 1)
+        reply = await gateway.client.request(method, path.replace("{}", "x"))
+        assert not (reply.status_code == 404 and reply.json()["error"]["code"] == "route_not_found"), route

@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from wrapper.config import Role
 from wrapper.context import RequestContext
-from wrapper.ownership.step import OwnershipStep, SealIds
+from wrapper.errors import GatewayError
+from wrapper.ownership.step import OwnershipStep, SealIds, not_found
 from wrapper.routes.shapes import Integer, String, invalid_value
 from wrapper.upstream.client import LiteLLMClient, passed_headers
 from wrapper.upstream.forward import sealed_body
@@ -43,8 +44,15 @@ def response_lookups(litellm: LiteLLMClient, ownership: OwnershipStep, secret: b
         tenant = ctx.principal.tenant
         inner = ownership.opened(tenant, response_id, "Response")
         ctx.route, ctx.body, ctx.model_group = LOOKUP, body or {}, None
-        reply = await litellm.call(method, f"/v1/responses/{quote(inner, safe='')}{suffix}",
-                                   sealed_body(ctx, secret), ctx.request_id)
+        try:
+            reply = await litellm.call(method, f"/v1/responses/{quote(inner, safe='')}{suffix}",
+                                       sealed_body(ctx, secret), ctx.request_id)
+        except GatewayError as refusal:
+            if refusal.status == 404 and not {"after", "before"} & set(ctx.body):
+                # The provider no longer has it (deleted): its message names its own id and LiteLLM's its deployment.
+                # Said with the id the client knows, as for an id that was never the tenant's.
+                raise not_found("Response", response_id) from None
+            raise
         return orjson.loads(reply.body), SealIds(ownership.ids, tenant), passed_headers(reply.headers)
 
     @router.get("/v1/responses/{response_id}")
