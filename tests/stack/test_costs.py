@@ -14,7 +14,8 @@ import pytest
 
 from tests.support.audit_db import query
 from tests.support.http import chat, get
-from tests.support.stack import COST_EACH, PRICE_PER_CHARACTER, PRICE_PER_IMAGE, PRICE_PER_QUERY
+from tests.support.stack import (COST_EACH, EMBED_COST, PRICE_PER_CHARACTER, PRICE_PER_IMAGE, PRICE_PER_QUERY,
+                                 TOKENS_IN, TOKENS_OUT)
 
 
 def costs(stack, key: str, **params) -> httpx.Response:
@@ -78,20 +79,26 @@ def test_who_may_not_read_costs_and_bad_questions_are_refused(stack, key, params
 
 
 def test_every_routes_spend_is_in_the_cost_api(stack, openai_client):
-    """One priced call on each route that costs money, streamed ones included: /v1/costs sums them by model."""
+    """One call on each route that reaches a model, whole and streamed: /v1/costs sums each model's requests, tokens
+    and cost, equal to the fake provider's usage times the model's prices."""
     from anthropic import Anthropic
 
+    hi = [{"role": "user", "content": "hi"}]
     since = datetime.now(UTC)
     time.sleep(0.01)
+    openai_client.chat.completions.create(model="fake-chat", messages=hi)
+    list(openai_client.chat.completions.create(model="paced", messages=hi, stream=True))
     openai_client.completions.create(model="fake-chat", prompt="hi")
     list(openai_client.completions.create(model="paced", prompt="hi", stream=True))
     openai_client.responses.create(model="fake-chat", input="hi")
     with openai_client.responses.stream(model="paced", input="hi") as stream:
         list(stream)
     with Anthropic(base_url=stack.url, api_key=stack.keys["acme-app"], max_retries=0, timeout=30) as anthropic:
-        anthropic.messages.create(model="fake-chat", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
-        with anthropic.messages.stream(model="paced", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as s:
+        anthropic.messages.create(model="fake-chat", max_tokens=10, messages=hi)
+        with anthropic.messages.stream(model="paced", max_tokens=10, messages=hi) as s:
             list(s)
+    openai_client.embeddings.create(model="fake-embed", input="hi")
+    openai_client.moderations.create(model="fake-chat", input="hi")
     openai_client.images.generate(model="fake-image", prompt="a fox")
     openai_client.audio.speech.create(model="fake-tts", voice="alloy", input="hello")
     openai_client.audio.transcriptions.create(model="fake-whisper", file=("a.wav", b"hello", "audio/wav"))
@@ -99,10 +106,19 @@ def test_every_routes_spend_is_in_the_cost_api(stack, openai_client):
                json={"model": "fake-rerank", "query": "q", "documents": ["a"]}).raise_for_status()
     time.sleep(0.5)  # the last streams' records
     window = {"since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(milliseconds=1)).isoformat()}
-    rows = {r["model"]: r for r in costs(stack, "acme-finance", group_by="model", **window).json()["data"]}
-    assert rows["fake-chat"]["requests"] == 3 and rows["fake-chat"]["cost"] == pytest.approx(3 * COST_EACH)
-    assert rows["paced"]["requests"] == 3 and rows["paced"]["cost"] == pytest.approx(3 * COST_EACH)
-    assert rows["fake-whisper"]["cost"] == pytest.approx(COST_EACH)
-    assert rows["fake-image"]["cost"] == pytest.approx(PRICE_PER_IMAGE)
-    assert rows["fake-tts"]["cost"] == pytest.approx(len("hello") * PRICE_PER_CHARACTER)
-    assert rows["fake-rerank"]["cost"] == pytest.approx(PRICE_PER_QUERY)
+    answer = costs(stack, "acme-finance", group_by="model", **window).json()
+    rows = {r["model"]: (r["requests"], r["tokens_in"], r["tokens_out"], r["cost"]) for r in answer["data"]}
+    expected = {  # model: requests, tokens in, tokens out, cost
+        # chat, completions, responses, messages: 11 + 7 tokens each; and a moderation, which LiteLLM 1.108.5 bills
+        # nothing (no usage, no cost: tests/stack/test_routes.py), counted as a request at 0
+        "fake-chat": (5, 4 * TOKENS_IN, 4 * TOKENS_OUT, 4 * COST_EACH),
+        "paced": (4, 4 * TOKENS_IN, 4 * TOKENS_OUT, 4 * COST_EACH),  # the same four, streamed
+        "fake-embed": (1, TOKENS_IN, 0, EMBED_COST),  # input tokens only
+        "fake-image": (1, 0, 0, PRICE_PER_IMAGE),  # per image; the fake reports no tokens
+        "fake-tts": (1, 0, 0, len("hello") * PRICE_PER_CHARACTER),  # per character; no tokens
+        "fake-whisper": (1, TOKENS_IN, TOKENS_OUT, COST_EACH),  # the transcription's token usage
+        "fake-rerank": (1, TOKENS_IN, 0, PRICE_PER_QUERY),  # per search unit; Cohere's token meta
+    }
+    assert rows == {model: (*counts, pytest.approx(cost)) for model, (*counts, cost) in expected.items()}
+    assert answer["total"] == {"requests": 14, "tokens_in": 11 * TOKENS_IN, "tokens_out": 9 * TOKENS_OUT,
+                               "cost": pytest.approx(sum(cost for *_, cost in expected.values()))}

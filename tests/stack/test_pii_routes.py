@@ -64,6 +64,12 @@ PLACES = {
     "/v1/images/generations": {
         "prompt": lambda v, m: {"model": "fake-echo", "prompt": _said(v, m)[:32000]},
     },
+    # Pseudonymized speech speaks the placeholders (audio cannot be restored), but no value reaches the provider.
+    # The fake answers speech for any model name: fake-chat is one initech may use.
+    "/v1/audio/speech": {
+        "input": lambda v, m: {"model": "fake-chat", "voice": "alloy", "input": _said(v, m)},
+        "instructions": lambda v, m: {"model": "fake-chat", "voice": "alloy", "input": m, "instructions": v},
+    },
 }
 CASES_BY_PLACE = [(route, place) for route, places in PLACES.items() for place in places]
 

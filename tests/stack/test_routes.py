@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from tests.support.audit_db import the_record
-from tests.support.fake_provider import DEFAULT_REPLY
+from tests.support.contract import contract_routes, routes_named
+from tests.support.fake_provider import DEFAULT_REPLY, image_url, moderation_result
 from tests.support.stack import COST_EACH, PRICE_PER_CHARACTER, PRICE_PER_IMAGE, TOKENS_IN, TOKENS_OUT
 
 
@@ -91,24 +92,51 @@ def test_a_hostile_model_lookup_is_a_404_and_nothing_else(stack, model):
 def test_a_wrong_path_is_a_404_that_names_the_routes_there_are(stack):
     reply = httpx.post(f"{stack.url}/v1/chat/completion", json={}, headers=stack.auth, timeout=10)
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "route_not_found"
-    message = reply.json()["error"]["message"]
-    for route in ("POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "GET /v1/models",
-                  "GET /v1/costs", "GET /v1/audit/events"):
-        assert route in message
+    # Every route the gateway serves, each once: those of the README's Contract table, which the unit tier checks
+    # against the app's own routes (tests/unit/test_layout.py).
+    named = routes_named(reply.json()["error"]["message"])
+    assert sorted(named) == sorted(contract_routes())
 
 
-def test_moderations_and_images_answer_as_the_provider_did_and_are_recorded(stack, openai_client):
-    request_id = uuid.uuid4().hex
-    moderation = openai_client.moderations.create(model="fake-chat", input=["hello there", "attack at dawn"],
-                                                   extra_headers={"x-request-id": request_id})
-    assert [result.flagged for result in moderation.results] == [False, True]
+def _without_nulls(value):
+    """A JSON value less its null members, at any depth."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def test_a_moderation_is_the_providers_verdict_whole_and_is_recorded_free(stack, fake_provider):
+    request_id, marker = uuid.uuid4().hex, uuid.uuid4().hex
+    inputs = [f"hello there {marker}", f"attack at dawn {marker}"]
+    reply = httpx.post(f"{stack.url}/v1/moderations", headers={**stack.auth, "x-request-id": request_id}, timeout=30,
+                       json={"model": "fake-chat", "input": inputs})
+    assert reply.status_code == 200, reply.text
+    [sent] = fake_provider.requests_containing(marker)
+    answer = reply.json()
+    assert (answer["id"], answer["model"]) == (f"modr-fake-{sent['id']}", "fake-chat")
+    # Each result is the provider's: flags, categories and scores. LiteLLM 1.108.5 lists every OpenAI category in
+    # its answer, null where the provider said nothing (and `category_applied_input_types: null`): those aside.
+    assert _without_nulls(answer["results"]) == [moderation_result(text) for text in inputs]
+    assert [result["flagged"] for result in answer["results"]] == [False, True]
     record = the_record(stack.database_url, request_id)
     assert (record["path"], record["status"], record["model"]) == ("/v1/moderations", 200, "fake-chat")
+    # fake-chat has per-token prices, yet a moderation is billed nothing: LiteLLM 1.108.5 counts no usage for it (its
+    # callbacks get 0 tokens and cost 0.0; OpenAI's moderations are free) and sends no x-litellm-response-cost, and
+    # the provider's answer has no usage. So the record has no tokens and no cost, and /v1/costs counts the request
+    # at 0 (tests/stack/test_costs.py).
+    assert "x-litellm-response-cost" not in reply.headers
+    assert (record["tokens_in"], record["tokens_out"], record["cost"]) == (None, None, None)
 
-    request_id = uuid.uuid4().hex
-    images = openai_client.images.generate(model="fake-image", prompt="a quick brown fox", n=2,
+
+def test_images_are_the_providers_urls_and_revised_prompts_and_are_priced_per_image(stack, openai_client, fake_provider):
+    request_id, prompt = uuid.uuid4().hex, f"a quick brown fox {uuid.uuid4().hex}"
+    images = openai_client.images.generate(model="fake-image", prompt=prompt, n=2,
                                            extra_headers={"x-request-id": request_id})
-    assert len(images.data) == 2 and all(image.url.startswith("https://images.fake.test/") for image in images.data)
+    [sent] = fake_provider.requests_containing(prompt)
+    assert [(image.url, image.revised_prompt) for image in images.data] == \
+        [(image_url(sent["id"], 0), prompt), (image_url(sent["id"], 1), prompt)]
     record = the_record(stack.database_url, request_id)
     assert (record["path"], record["status"]) == ("/v1/images/generations", 200)
     assert record["cost"] == pytest.approx(2 * PRICE_PER_IMAGE)  # priced per image

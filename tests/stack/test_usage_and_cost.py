@@ -1,7 +1,7 @@
 """Tokens and cost of every answer, streamed or not, as the audit record keeps them.
 
-fake-chat and paced have prices in the test stack's LiteLLM config (tests/conftest.py);
-the fake provider reports 11 prompt and 7 completion tokens per answer.
+fake-chat and paced have prices in the test stack's LiteLLM config (tests/support/stack.py), fake-embed an input
+price; the fake provider reports 11 prompt and 7 completion tokens per answer (11 prompt tokens per embedding).
 """
 
 from __future__ import annotations
@@ -41,6 +41,20 @@ def test_a_plain_answer_is_recorded_with_its_tokens_and_its_price(stack):
     record = record_of(stack, request_id)
     assert (record["tokens_in"], record["tokens_out"]) == (TOKENS_IN, TOKENS_OUT)
     assert record["cost"] == pytest.approx(COST_EACH)
+
+
+def test_an_embedding_is_recorded_with_its_input_tokens_and_its_price(stack):
+    """fake-embed has an input price only: an embedding bills the provider's prompt tokens, nothing comes out."""
+    request_id = f"usage-{uuid.uuid4().hex[:16]}"
+    response = httpx.post(f"{stack.url}/v1/embeddings", timeout=30, headers={**stack.auth, "x-request-id": request_id},
+                          json={"model": "fake-embed", "input": ["alpha", "beta"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] == TOKENS_IN  # the provider's count, as it gave it
+    assert float(response.headers["x-litellm-response-cost"]) == pytest.approx(TOKENS_IN * PRICES["input"])
+    record = record_of(stack, request_id)
+    assert (record["path"], record["model"], record["tokens_in"], record["tokens_out"]) == \
+        ("/v1/embeddings", "fake-embed", TOKENS_IN, 0)
+    assert record["cost"] == pytest.approx(TOKENS_IN * PRICES["input"])
 
 
 def test_a_stream_is_recorded_with_its_tokens_and_price_though_the_client_did_not_ask_for_usage(stack):

@@ -289,9 +289,7 @@ class FakeProvider:
         inputs = payload.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
         texts = [x if isinstance(x, str) else (x or {}).get("text", "") for x in inputs]
-        results = [{"flagged": "attack" in text, "categories": {"violence": "attack" in text},
-                    "category_scores": {"violence": 0.99 if "attack" in text else _vector(text, 1)[0] / 10}}
-                   for text in texts]
+        results = [moderation_result(text) for text in texts]
         await _send_json(send, 200, {"id": f"modr-fake-{record.id}", "model": record.model, "results": results},
                          _headers(behaviour))
         record.outcome, record.finished_at = "answered", time.monotonic()
@@ -312,8 +310,7 @@ class FakeProvider:
         if await self._before_answer(behaviour, record, _never_disconnects, send):
             return
         count = int(payload.get("n") or 1)
-        data = [{"url": f"https://images.fake.test/{record.id}-{i}.png", "revised_prompt": payload.get("prompt")}
-                for i in range(count)]
+        data = [{"url": image_url(record.id, i), "revised_prompt": payload.get("prompt")} for i in range(count)]
         await _send_json(send, 200, {"created": int(time.time()), "data": data}, _headers(behaviour))
         record.outcome, record.finished_at = "answered", time.monotonic()
 
@@ -383,6 +380,17 @@ class FakeProvider:
                                           "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}}
         await _send_json(send, 200, answer, _headers(behaviour))
         record.outcome, record.finished_at = "answered", time.monotonic()
+
+
+def moderation_result(text: str) -> dict:
+    """The fake's verdict on one moderation input: flagged for violence when it says "attack"."""
+    return {"flagged": "attack" in text, "categories": {"violence": "attack" in text},
+            "category_scores": {"violence": 0.99 if "attack" in text else _vector(text, 1)[0] / 10}}
+
+
+def image_url(request_number: int, index: int) -> str:
+    """Where the fake says the `index`th image of its `request_number`th request is (its log's `id`)."""
+    return f"https://images.fake.test/{request_number}-{index}.png"
 
 
 def _usage(behaviour: Behaviour) -> dict:

@@ -115,12 +115,14 @@ PRICE_PER_QUERY = 0.002  # rerank: per search unit (the fake bills one per call)
 PRICE_PER_IMAGE = 0.04
 PRICE_PER_CHARACTER = 0.00001  # speech
 LITELLM_EXTRA = {"stuck": {"timeout": 2}, "fake-chat": _PRICED, "paced": _PRICED, "long-stream": _PRICED, "drops": _PRICED,
+                 "fake-embed": {"input_cost_per_token": PRICES["input"]},  # embeddings bill their input only
                  "fake-rerank": {"provider": "cohere", "input_cost_per_query": PRICE_PER_QUERY},
                  "fake-whisper": _PRICED, "fake-image": {"output_cost_per_image": PRICE_PER_IMAGE},
                  "fake-tts": {"input_cost_per_character": PRICE_PER_CHARACTER},
                  "stalls": _PRICED, "fake-mini": {**_PRICED, "tier": "cheap"}, "fake-max": {**_PRICED, "tier": "frontier"}}
 TOKENS_IN, TOKENS_OUT = Behaviour().prompt_tokens, Behaviour().completion_tokens  # the fake's usage of every answer
 COST_EACH = TOKENS_IN * PRICES["input"] + TOKENS_OUT * PRICES["output"]  # what one answer of a priced model costs
+EMBED_COST = TOKENS_IN * PRICES["input"]  # what one fake-embed call costs (the fake reports 11 prompt tokens)
 
 MASTER_KEY = "sk-test-master-key"
 INTERNAL_SECRET = "test-internal-secret"
