@@ -58,6 +58,10 @@ PLACES = {
     "/v1/rerank": {
         "query and documents": lambda v, m: {"model": "fake-rerank", "query": v, "documents": [m, v]},
     },
+    "/v1/embeddings": {
+        "input": lambda v, m: {"model": "fake-embed", "input": _said(v, m)},
+        "input list": lambda v, m: {"model": "fake-embed", "input": [m, v]},
+    },
     "/v1/moderations": {
         "input": lambda v, m: {"model": "fake-echo", "input": [m, v]},
     },

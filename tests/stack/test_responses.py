@@ -76,6 +76,14 @@ def test_a_stored_response_is_retrieved_listed_continued_and_deleted_by_its_tena
         gone = httpx.request(method, f"{stack.url}/v1/responses/{first.id}", headers=stack.auth, timeout=30)
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
         assert "resp_fake" not in gone.text and first.id[:200] in gone.json()["error"]["message"]
+    # Continuing it: the provider's 404, in the client's terms. A model of its own, and once: LiteLLM 1.108.5 puts a
+    # deployment in cooldown (5 s, for every tenant) on a provider's 404
+    follow = httpx.post(f"{stack.url}/v1/responses", headers=stack.auth, timeout=30,
+                        json={"model": "fake-echo-continues", "input": "And now?", "previous_response_id": first.id})
+    assert follow.status_code == 404, follow.text
+    error = follow.json()["error"]
+    assert (error["code"], error["param"]) == ("previous_response_not_found", "previous_response_id")
+    assert "resp_fake" not in follow.text and first.id[:200] in error["message"]
 
 
 def test_another_tenants_response_does_not_exist_for_a_tenant(stack, openai_client, fake_provider):

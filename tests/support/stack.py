@@ -22,6 +22,8 @@ from tests.support.processes import BIN, free_port, start, stop, wait_until, wri
 FAKE_MODELS = {
     "fake-chat": {},
     "fake-echo": {"echo": True},
+    # continues a deleted response in one test: the provider's 404 puts a deployment in LiteLLM's cooldown (5 s)
+    "fake-echo-continues": {"echo": True},
     "fake-embed": {},
     "paced": {"chunks": 5, "chunk_interval_ms": 50},
     "long-stream": {"chunks": 40, "chunk_interval_ms": 100},

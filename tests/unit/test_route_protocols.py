@@ -165,3 +165,13 @@ def test_an_upstream_error_never_carries_litellms_traceback():
     error = upstream_error(500, content, {})
     assert "Traceback" not in error.message and "litellm/y.py" not in error.message
     assert error.message.startswith("APIConnectionError")
+
+
+def test_an_image_answers_tokens_are_read_in_its_own_terms():
+    from wrapper.routes.single_shot import ImagesRoute
+
+    answer = {"created": 1, "data": [{"b64_json": "..."}],
+              "usage": {"input_tokens": 50, "output_tokens": 4160, "total_tokens": 4210,
+                        "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}}}
+    assert ImagesRoute().usage(answer) == {"prompt_tokens": 50, "completion_tokens": 4160}
+    assert ImagesRoute().usage({"created": 1, "data": []}) is None  # priced per image: no tokens

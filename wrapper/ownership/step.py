@@ -86,6 +86,13 @@ class SealIds:
     def end(self) -> bytes:
         return b""
 
+    def refused(self, refusal: GatewayError) -> GatewayError:
+        """The provider no longer has the previous response (deleted): LiteLLM's 404 names the provider's id and its
+        own deployment; the client is told of the id it knows, as for one that was never its tenant's."""
+        if self.previous and refusal.status == 404:
+            return not_found("Previous response", self.previous, "previous_response_id")
+        return refusal
+
     def response(self, response: dict) -> None:
         """A response object (or a deletion's answer): its id, the previous one's, its output items'."""
         self._seal(response, "id")

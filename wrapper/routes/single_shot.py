@@ -90,6 +90,13 @@ class ImagesRoute(Unstreamed):
     def user_texts(self, body: dict, extra_fields: frozenset[str], system: bool = True) -> Iterator[Slot]:
         yield from texts_at(body, ("prompt", "user"))
 
+    def usage(self, answer: dict) -> dict | None:
+        """Token-billed image models (gpt-image-1) count `input_tokens` and `output_tokens`; per-image ones none."""
+        usage = answer.get("usage")
+        if not isinstance(usage, dict):
+            return None
+        return {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens")}
+
     def prompt(self, body: dict) -> dict:
         return {"prompt": body["prompt"]}
 

@@ -73,6 +73,14 @@ class Upstream:
         # The group asked for, recorded even when it fails; LiteLLM's header, when it answers, names the group that
         # answered (a fallback's).
         ctx.outcome.tier = ctx.model_group
+        try:
+            return await self._within_deadline(ctx, client_gone)
+        except GatewayError as refusal:  # a half may say it in the client's terms (an id it knows, not the provider's)
+            for half in ctx.halves:
+                refusal = half.refused(refusal) if hasattr(half, "refused") else refusal
+            raise refusal from None
+
+    async def _within_deadline(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
         deadline = ctx.policy.resilience.deadline_seconds
         if deadline is None:
             return await self._forward(ctx, client_gone)
