@@ -117,3 +117,14 @@ def test_rewordings_are_not_told_apart(a, b):
 
 def test_the_semantic_layer_embeds_a_template_with_each_slot_as_its_type():
     assert readable(keys.template("Refund order #48213")[0]) == "refund order [id]"
+
+
+@pytest.mark.timeout(30)  # a bound on a hang, not a speed figure: quadratic patterns took minutes here
+@pytest.mark.parametrize("unit", ["a-", "a.", "a@", "1-", "a.b@", "#", "'a", "a1-"])
+def test_hostile_runs_are_templated_in_linear_time_and_long_texts_leave_the_template_and_semantic_layers(unit):
+    text = (unit * 65_536)[:keys.TEMPLATE_MAX_CHARS]
+    assert keys.template(text)[0]  # 64 KiB of it, once: seconds at worst, minutes before the look-behinds
+    assert keys.template_digest(SECRET, SCOPE, "chat", chat(text + "x")) is None  # over TEMPLATE_MAX_CHARS
+    assert keys.template_digest(SECRET, SCOPE, "chat", chat(text[:1000])) is not None
+    assert semantic_view(SECRET, "chat", chat("x" * 1001), SCOPE, "acme", Mode.enforce) is None
+    assert semantic_view(SECRET, "chat", chat("x" * 1000), SCOPE, "acme", Mode.enforce) is not None

@@ -23,11 +23,14 @@ import orjson
 
 # Fields that do not change the answer: how it is delivered or who is billed. Everything else is in the key.
 DELIVERY_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
+# Texts longer than this in all are keyed by the exact layer only: templating is linear, but ~2 s a megabyte on the
+# event loop is more than a cache lookup may cost
+TEMPLATE_MAX_CHARS = 65_536
 
 _SLOTS = [
     ("URL", r"\b[a-z][a-z0-9+.-]{1,15}://[^\s<>\"']+"),  # any scheme: s3://, postgres://
-    ("EMAIL", r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
-    ("HOST", r"\b[a-z0-9][\w-]*(?:\.[\w-]+)*\.[a-z][a-z0-9]{1,23}\b"),  # api.example.com, report.pdf
+    ("EMAIL", r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
+    ("HOST", r"(?<![\w.-])[a-z0-9][\w-]*(?:\.[\w-]+)*\.[a-z][a-z0-9]{1,23}\b"),  # api.example.com, report.pdf
     ("DATE", r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"
              r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?"
              r"(?:,? \d{4})?\b|\b\d{1,2}(?:st|nd|rd|th)? (?:of )?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct"
@@ -36,13 +39,15 @@ _SLOTS = [
     ("MONEY", r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|m|bn|million|billion))?\b"
               r"|\b\d[\d,]*(?:\.\d+)?\s?(?:usd|eur|gbp|jpy|chf|dollars?|euros?|pounds?)\b"),
     ("ID", r"#\w+|\bv\d+(?:\.\d+)+\b|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
-           r"|\b(?=[a-z0-9_-]*\d)(?=[a-z0-9_-]*[a-z])[a-z0-9][a-z0-9_-]{2,}\b"),
+           r"|(?<![\w-])(?=[a-z0-9_-]*\d)(?=[a-z0-9_-]*[a-z])[a-z0-9][a-z0-9_-]{2,}\b"),
     ("NUM", r"(?<![\w\x00-])[-+]?\b\d[\d,]*(?:\.\d+)?%?|\b\d[\d,]*(?:\.\d+)?%?"),
     ("QUOTE", r"\"[^\"\n]{1,200}\"|“[^”\n]{1,200}”|'[^'\n]{2,200}'(?!\w)"),
 ]
 _SLOT = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _SLOTS), re.IGNORECASE)
 _ACRONYM = re.compile(r"\b[A-Z][A-Z0-9]{1,9}\b")  # before case is folded: `US`, `GDPR`, `2FA` stays a slot (ID)
-_COMPOUND_ID = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+\b")  # B2309-A, GPT-4
+_COMPOUND_ID = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+\b")  # B2309-A
+# Patterns whose words may hold `-` or `.` start only where such a run starts (the look-behinds): tried at every
+# boundary inside `a-a-a-…` they would each scan to its end, quadratic in a hostile text
 _SPACE = re.compile(r"\s+")
 _END_PUNCTUATION = re.compile(r"[\s.!?;:,…]+$")
 
@@ -127,5 +132,7 @@ def template_digest(secret: bytes, scope: tuple, route: str, body: dict) -> str 
     if texts is None:
         return None
     field, messages = texts
+    if sum(len(part) for _, parts, _ in messages for part in parts if isinstance(part, str)) > TEMPLATE_MAX_CHARS:
+        return None
     shaped, values = template_parts(messages)
     return key(secret, "template", scope, parameters(body, field), shaped, values)

@@ -37,6 +37,7 @@ from wrapper.upstream.sse import event_data
 logger = logging.getLogger("wrapper.cache")
 
 CACHEABLE_ROUTES = frozenset({"chat", "completions", "embeddings"})
+SEMANTIC_MAX_CHARS = 1_000  # a longer question is left to the exact and template layers
 _storing: set[asyncio.Task] = set()  # stores in flight (a task needs a reference until it ends)
 
 
@@ -138,7 +139,8 @@ class CacheStep:
 
 def semantic_view(secret: bytes, route: str, body: dict, scope: tuple, tenant: str, mode: Mode) -> Semantic | None:
     """The request's bucket (all it must share with a stored question) and the text compared within it: the last
-    user message's template; None when the route has no texts or no user message."""
+    user message's template; None when the route has no texts or no user message, or when that message is longer
+    than SEMANTIC_MAX_CHARS (the embedding reads ~256 tokens: two long texts alike there would look the same)."""
     texts = keys.texts_of(route, body)
     if texts is None:
         return None
@@ -148,6 +150,8 @@ def semantic_view(secret: bytes, route: str, body: dict, scope: tuple, tenant: s
         return None
     _, parts, rest = messages[last]
     text = "\n".join(part for part in parts if isinstance(part, str))
+    if len(text) > SEMANTIC_MAX_CHARS:
+        return None
     template, values = keys.template(text)
     others = [part for part in parts if not isinstance(part, str)]
     earlier = messages[:last] + messages[last + 1:]
