@@ -160,10 +160,24 @@ async def _measure(stack_url: str, keys: dict, bare_url: str, stack_pid: int, ba
     lines += ["", "A miss (a new number: a new semantic bucket) pays no embedding on its way: the question is embedded "
               "once its answer is stored. A semantic hit's time is the embedding's: MiniLM in numpy here, "
               f"p50 {statistics.median(embed):.1f} ms per paraphrase in this process (one BLAS thread), "
-              "arithmetic-bound (~0.45 GFLOP for a 20-token question).", "",
+              f"arithmetic-bound (~0.45 GFLOP for a 20-token question). This machine's one-thread float32 matrix "
+              f"product of the model's shapes ran at {sgemm_gflops():.0f} GFLOP/s in this run: the VMs here vary "
+              "from day to day (about 22 GFLOP/s on 2026-12-03, when bare LiteLLM took 17.2 ms and a semantic hit 26 ms), "
+              "so compare runs by their ratios.", "",
               "Goals (issue 19): exact and template hits at most 2 ms p50 and at least 5x faster than bare "
               "LiteLLM's uncached call; a semantic lookup, embedding included, at most 20 ms p50."]
     return "\n".join(lines) + "\n"
+
+
+def sgemm_gflops() -> float:
+    """The rate of the embedding's largest product (a 20-token question times a 384x1536 layer)."""
+    import numpy as np
+
+    x, w = np.ones((20, 384), np.float32), np.ones((384, 1536), np.float32)
+    started, rounds = time.perf_counter(), 2000
+    for _ in range(rounds):
+        x @ w
+    return 2 * 20 * 384 * 1536 * rounds / (time.perf_counter() - started) / 1e9
 
 
 def embedding_ms() -> list[float]:
