@@ -39,7 +39,7 @@ from wrapper.limits.budgets_api import budgets_router
 from wrapper.limits.local_store import LocalLimits
 from wrapper.limits.redis_store import RedisLimits
 from wrapper.redis_link import RedisLink
-from wrapper.limits.step import AdmitStep
+from wrapper.limits.step import STORE_TIMEOUT_SECONDS, AdmitStep
 from wrapper.limits.step import finish as finish_admission
 from wrapper.model_routes import ModelRoutes
 from wrapper.ownership import ObjectIds, OwnershipStep
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
 
     ownership = OwnershipStep(ObjectIds(signer.derived_key("gateway object ids v1")))
     redis = RedisLink(settings.redis_url, connect_timeout=0.5) if settings.redis_url else None
-    limits = RedisLimits(redis) if redis else LocalLimits()
+    limits = RedisLimits(redis, timeout=STORE_TIMEOUT_SECONDS) if redis else LocalLimits()
     usage_counter = StreamUsageCounter(litellm)
     model_health = ModelHealth()
     pipeline = Pipeline([

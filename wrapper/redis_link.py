@@ -6,8 +6,9 @@ EVALSHA goes down one connection, replies come back in order (RESP is ordered), 
 them and many requests share the connection at once without a pool or a lock. hiredis parses the replies.
 ~25 µs per call. redis-py stays for everything off the hot path (the CLI, tests).
 
-Failures are the caller's to time out (the limits step waits 0.25 s): a reply that comes after its caller gave up
-is read and dropped. A lost connection fails everything waiting on it and the next call reconnects; a connection
+A call may carry a deadline (the limits step's 0.25 s): past it, its caller gets TimeoutError from one timer the
+connection keeps while calls wait (a timer per call cost the hot path more than the rest of admission's Python); a
+reply that comes after its caller gave up is read and dropped. A lost connection fails everything waiting on it and the next call reconnects; a connection
 whose oldest reply is overdue by `stall_seconds` (a server stopped, a network cut that never closes the socket) is
 dropped the same way.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -49,9 +49,10 @@ def command(*args: object) -> bytes:
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: deque[tuple[asyncio.Future, float]] = deque()
+        self.waiting: deque[tuple[asyncio.Future, float, float | None]] = deque()  # future, sent at, due by
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self._watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -59,22 +60,41 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            future, _ = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if not future.done():  # its caller may have given up
                 future.set_result(reply)
 
     def connection_lost(self, exc) -> None:
         self.lost = True
+        if self._watch is not None:
+            self._watch.cancel()
         while self.waiting:
-            future, _ = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if not future.done():
                 future.set_exception(RedisConnectionError("the connection to Redis was lost"))
 
-    def send(self, data: bytes) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append((future, time.monotonic()))
+    def send(self, data: bytes, deadline: float | None = None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future, now = loop.create_future(), loop.time()
+        self.waiting.append((future, now, None if deadline is None else now + deadline))
+        if deadline is not None and self._watch is None:
+            self._watch = loop.call_at(now + deadline, self._expire)
         self.transport.write(data)
         return future
+
+    def _expire(self) -> None:
+        """Fail the calls past their deadline; come back for the next one due."""
+        self._watch = None
+        now, next_due = asyncio.get_running_loop().time(), None
+        for future, _, due in self.waiting:
+            if due is None or future.done():
+                continue
+            if due <= now:
+                future.set_exception(TimeoutError("Redis did not answer in time"))
+            elif next_due is None or due < next_due:
+                next_due = due
+        if next_due is not None:
+            self._watch = asyncio.get_running_loop().call_at(next_due, self._expire)
 
 
 class RedisLink:
@@ -89,18 +109,23 @@ class RedisLink:
         error the script returns, redis' ConnectionError (an OSError) when Redis cannot be reached."""
         return await self.start(script, keys, args)
 
-    def start(self, script: Script, keys: list[str], args: list) -> Awaitable[object]:
+    def start(self, script: Script, keys: list[str], args: list, deadline: float | None = None) -> Awaitable[object]:
         """`run`, with the command written at once when connected, so the caller can work while it travels; the
-        result must be awaited."""
+        result must be awaited. With a deadline (seconds), TimeoutError once it has passed, connecting included."""
         data = command("EVALSHA", script.sha, len(keys), *keys, *args)
         protocol = self._ready()
-        sent = protocol.send(data) if protocol is not None else self._call(data)
-        return self._script_reply(script, keys, args, sent)
+        if protocol is not None:
+            sent = protocol.send(data, deadline)
+        else:
+            sent = self._call(data) if deadline is None else asyncio.wait_for(self._call(data), deadline)
+        return self._script_reply(script, keys, args, sent, deadline)
 
-    async def _script_reply(self, script: Script, keys: list[str], args: list, sent: Awaitable[object]) -> object:
+    async def _script_reply(self, script: Script, keys: list[str], args: list, sent: Awaitable[object],
+                            deadline: float | None) -> object:
         reply = await sent
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = await self._call(command("EVAL", script.source, len(keys), *keys, *args))
+            again = self._call(command("EVAL", script.source, len(keys), *keys, *args))  # once per script and server
+            reply = await (again if deadline is None else asyncio.wait_for(again, deadline))
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         return reply
@@ -125,7 +150,7 @@ class RedisLink:
         """The connection, when it is up and not stalled (a stalled one is closed: connection_lost fails its callers)."""
         protocol = self._protocol
         if protocol is not None and not protocol.lost:
-            if not protocol.waiting or time.monotonic() - protocol.waiting[0][1] < self.stall_seconds:
+            if not protocol.waiting or asyncio.get_running_loop().time() - protocol.waiting[0][1] < self.stall_seconds:
                 return protocol
             protocol.transport.close()
         return None

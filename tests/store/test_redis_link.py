@@ -132,6 +132,28 @@ async def test_a_stopped_server_times_callers_out_and_a_stalled_connection_is_re
         await link.close()
 
 
+async def test_a_deadline_fails_a_call_in_time_and_its_late_reply_goes_to_nobody_else(redis_server):
+    """The limits step's bound is the link's: a stopped server fails each waiting call at its own deadline (one timer
+    for all of them), and once the server runs again its late replies are dropped, not given to the next callers."""
+    link = RedisLink(redis_server["url"], connect_timeout=0.5, stall_seconds=5)
+    key = "gw:test:deadline"
+    try:
+        assert await link.run(INCR, [key], [1]) == 1
+        os.kill(redis_server["process"].pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            early, late = link.start(INCR, [key], [10], deadline=0.2), link.start(INCR, [key], [100], deadline=0.6)
+            outcomes = await asyncio.gather(early, late, return_exceptions=True)
+            waited = time.monotonic() - started
+            assert all(isinstance(outcome, TimeoutError) for outcome in outcomes), outcomes
+            assert 0.55 <= waited < 1.5, waited
+        finally:
+            os.kill(redis_server["process"].pid, signal.SIGCONT)
+        assert await link.start(INCR, [key], [1000], deadline=2) == 1111  # both late ones ran; their replies dropped
+    finally:
+        await link.close()
+
+
 async def test_password_and_database_come_from_the_url(redis_server):
     redis_server["process"].kill()
     redis_server["process"].wait()

@@ -215,8 +215,9 @@ class RedisLimits:
     shared = True  # replicas and LiteLLM reach the same counters
 
     def __init__(self, redis: RedisLink, lease_seconds: float = 900.0, window_ms: int = WINDOW_MS,
-                 settle_delay: float = SETTLE_DELAY) -> None:
+                 settle_delay: float = SETTLE_DELAY, timeout: float = 0.25) -> None:
         self.redis = redis
+        self.timeout = timeout  # Redis not answering by then is down, for this call: TimeoutError
         self.lease_ms = int(lease_seconds * 1000)  # a lease outlives any request; a dead replica's expire
         self.window_ms = window_ms
         self.settle_delay = settle_delay
@@ -236,7 +237,8 @@ class RedisLimits:
         for charge in charges:
             span = self.window_ms if charge.kind in WINDOW_KINDS else self.lease_ms
             args += [charge.kind.value, charge.limit, charge.amount, span]
-        return _admitted(charges, self.redis.start(ADMIT, [key for key, _ in carried] + [c.key for c in charges], args))
+        return _admitted(charges, self.redis.start(ADMIT, [key for key, _ in carried] + [c.key for c in charges], args,
+                                                   self.timeout))
 
     async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
         """What each counter holds now (requests, tokens, slots or micro-dollars of the current period)."""
@@ -269,7 +271,8 @@ class RedisLimits:
         if not entries:
             return
         if self.settle_delay <= 0:
-            await self.redis.run(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four])
+            await self.redis.start(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four],
+                                   self.timeout * 4)
             return
         self._waiting.setdefault(_tag(entries[0][0]), []).extend(entries)
         if self._flush is None:
@@ -292,8 +295,8 @@ class RedisLimits:
 
     async def _send(self, entries: list[tuple[str, list]]) -> None:
         try:
-            async with asyncio.timeout(1.0):
-                await self.redis.run(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four])
+            await self.redis.start(SETTLE, [key for key, _ in entries], [arg for _, four in entries for arg in four],
+                                   self.timeout * 4)
         except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
             logger.error("could not settle %d counters (%s)", len(entries), type(exc).__name__)
 

@@ -12,7 +12,6 @@ and nothing is refused.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Awaitable
@@ -29,7 +28,7 @@ from wrapper.pipeline import StepResult
 
 logger = logging.getLogger("wrapper.limits")
 
-STORE_TIMEOUT_SECONDS = 0.25  # a store that does not answer by then is down, for this request
+STORE_TIMEOUT_SECONDS = 0.25  # a store that does not answer by then is down, for this request (RedisLimits' bound)
 # How long a hung-up stream's concurrency slot stays taken at most when LiteLLM is to give it back (once it has
 # closed the provider's stream: custom_callbacks/slot_release.py); it does so well before, unless it died.
 HANDOVER_GRACE_MS = 60_000
@@ -86,9 +85,8 @@ class AdmitStep:
         if not charges:
             await pending
             return StepResult("none")
-        try:
-            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-                admission = await pending
+        try:  # the store bounds its own wait (STORE_TIMEOUT_SECONDS): a timer per request here cost more than it
+            admission = await pending
         except (RedisError, OSError, TimeoutError) as exc:
             logger.error("the limits store is unavailable (%s)", type(exc).__name__)
             if ctx.policy.limits.on_store_failure == "open":
@@ -144,9 +142,8 @@ async def _settle(ctx: RequestContext, held: Held) -> None:
             used.append((charge, micro_usd(outcome.cost or 0)))
     if not used:
         return
-    try:
-        async with asyncio.timeout(STORE_TIMEOUT_SECONDS * 4):
-            await held.store.settle_all(ctx.request_id, used, held.admission)
+    try:  # usually queued for the tenant's next admission to carry; bounded by the store when it travels
+        await held.store.settle_all(ctx.request_id, used, held.admission)
     except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
         # (a stream that produced tokens whose usage could not be counted keeps its reservation the same way)
         logger.error("could not settle a request's limits (%s)", type(exc).__name__)
