@@ -34,6 +34,7 @@ from wrapper.observability.logs import configure_logging, log_access
 from wrapper.observability.metrics import GatewayMetrics
 from wrapper.observability.request_id import RequestIdMiddleware
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
+from wrapper.guardrails.step import GuardrailStep
 from wrapper.pii import PiiScanner, PiiStep
 from wrapper.limits.budgets_api import budgets_router
 from wrapper.limits.local_store import LocalLimits
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         ownership,  # 1b. ids of stored objects (responses): only the tenant's own, on every route that names them
         TierRoute(catalog),  # 1c. `model: auto`: the tier its task needs (before admission, which prices the model)
         AdmitStep(limits, usage_counter.group_prices, catalog.resolve),  # 2. admit: rates, concurrency, budgets
-        # 3. input guardrails (issue 20)
+        GuardrailStep(),  # 3. input guardrails (and the output checks the answer passes on its way back)
         PiiStep(PiiScanner(settings.pii_ner_model)),  # 4. PII: redact, pseudonymize or block
         ModelRoute(catalog),  # 5. route: aliases, the tenant's allow-list
         CacheStep(RedisCache(redis) if redis else LocalCache(), signer.derived_key("gateway cache keys v1"),

@@ -11,6 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
@@ -172,6 +173,9 @@ class RequestContext:
     cache_control: str = ""  # the client's Cache-Control header: no-cache, no-store (wrapper/cache)
     cached: object | None = None  # a cache hit (wrapper.cache.step.Hit): the answer, instead of LiteLLM's
     pii: dict = field(default_factory=dict)  # action, and entity type -> count found; never values
+    # What the output guardrails mask, applied to an answer's text before the audit record keeps it (content
+    # `full`): a secret the model wrote is not in the log either
+    record_mask: Callable[[str], str] | None = None
 
     def overhead_ms(self, waited_seconds: float) -> str:
         return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"

@@ -41,6 +41,7 @@ class Behaviour:
     chunk_interval_ms: float = 0  # between stream chunks
     chunks: int = 5  # content chunks in a stream
     chunk_chars: int | None = None  # instead: stream the text in pieces of this many characters
+    split_at: str | None = None  # instead: stream the (echoed) text in the pieces this marker separates
     reply: str = DEFAULT_REPLY
     echo: bool = False  # answer with the last user message instead of `reply`
     status: int = 200  # an error status answered with an OpenAI error envelope
@@ -187,7 +188,8 @@ class FakeProvider:
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
             await self._stream(behaviour, record, text, usage if include_usage else None, receive, send, text_completion)
             return
-        answer = _completion(record, text, usage, behaviour.fixed)
+        answer = _completion(record, text.replace(behaviour.split_at or "\x00", ""), usage, behaviour.fixed)
+        answer["choices"] = [{**answer["choices"][0], "index": i} for i in range(_choices(record))]
         if text_completion:
             answer = {**answer, "object": "text_completion",
                       "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}]}
@@ -242,8 +244,13 @@ class FakeProvider:
         if stall := self._stall(behaviour, record):  # headers sent, the first token late (a slow provider's TTFT)
             await _sleep_unless(watcher, stall)
         try:
-            pieces = ([text[i:i + behaviour.chunk_chars] for i in range(0, len(text), behaviour.chunk_chars)]
-                      if behaviour.chunk_chars else _split(text, behaviour.chunks))
+            if behaviour.split_at is not None:
+                pieces = text.split(behaviour.split_at)
+            elif behaviour.chunk_chars:
+                pieces = [text[i:i + behaviour.chunk_chars] for i in range(0, len(text), behaviour.chunk_chars)]
+            else:
+                pieces = _split(text, behaviour.chunks)
+            choices = 1 if text_completion else _choices(record)
             for index, piece in enumerate(pieces):
                 if index and behaviour.chunk_interval_ms:
                     await _sleep_unless(watcher, behaviour.chunk_interval_ms / 1000)
@@ -254,11 +261,13 @@ class FakeProvider:
                     record.outcome = "dropped"
                     raise ConnectionAbortedError("fake provider drops the stream")
                 delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
-                await _send_event(send, _text_chunk(record, piece, None) if text_completion
-                                  else _chunk(record, delta, None, behaviour.fixed))
+                for choice in range(choices):  # each choice's piece in its own chunk, as OpenAI interleaves them
+                    await _send_event(send, _text_chunk(record, piece, None) if text_completion
+                                      else _chunk(record, delta, None, behaviour.fixed, choice))
                 record.chunk_times.append(time.monotonic())
-            await _send_event(send, _text_chunk(record, "", "stop") if text_completion
-                              else _chunk(record, {}, "stop", behaviour.fixed))
+            for choice in range(choices):
+                await _send_event(send, _text_chunk(record, "", "stop") if text_completion
+                                  else _chunk(record, {}, "stop", behaviour.fixed, choice))
             if usage:
                 await _send_event(send, {**_chunk(record, {}, None, behaviour.fixed), "choices": [], "usage": usage})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
@@ -444,14 +453,20 @@ def _completion(record: Record, text: str, usage: dict, fixed: bool = False) -> 
     }
 
 
-def _chunk(record: Record, delta: dict, finish_reason: str | None, fixed: bool = False) -> dict:
+def _chunk(record: Record, delta: dict, finish_reason: str | None, fixed: bool = False, index: int = 0) -> dict:
     return {
         "id": "chatcmpl-fake-fixed" if fixed else f"chatcmpl-fake-{record.id}",
         "object": "chat.completion.chunk",
         "created": 1700000000 if fixed else int(time.time()),
         "model": record.model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}],
     }
+
+
+def _choices(record: Record) -> int:
+    """The request's `n` (chat): how many choices to answer with."""
+    n = record.body.get("n") if isinstance(record.body, dict) else None
+    return n if isinstance(n, int) and 1 <= n <= 8 else 1
 
 
 def _text_chunk(record: Record, text: str, finish_reason: str | None) -> dict:

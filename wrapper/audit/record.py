@@ -118,6 +118,12 @@ def _content(ctx: RequestContext, delivery: Delivery) -> dict:
                 raise ValueError  # the record's canonical form must be writable: a deep answer is kept as text
         except (orjson.JSONDecodeError, ValueError):
             response = body.decode("utf-8", "replace")
+    if ctx.record_mask is not None and response is not None:
+        if isinstance(response, str):
+            response = ctx.record_mask(response)
+        elif isinstance(response, dict):
+            for container, key in ctx.route.answer_texts(response):
+                container[key] = ctx.record_mask(container[key])
     return {"policy": "full", "request": ctx.body, "response": response}
 
 

@@ -10,7 +10,6 @@ from typing import Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -18,6 +17,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from wrapper.config.base import Mode, _Strict
+from wrapper.config.guardrails import GuardrailsPolicy
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 
@@ -27,10 +29,6 @@ class Role(StrEnum):
     auditor = "auditor"  # read the audit log of its tenant
     finance = "finance"  # read costs of its tenant
     admin = "admin"  # everything, every tenant
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # Records of requests that belong to no tenant (bad credentials, unknown tenant) go to this
@@ -52,12 +50,6 @@ class AuditPolicy(_Strict):
     legal_hold: bool = False  # blocks any retention cut
 
 
-class Mode(StrEnum):
-    """How a step of the pipeline applies its policy (wrapper/pipeline.py)."""
-
-    off = "off"  # not run
-    shadow = "shadow"  # run on a copy: what it would have done is recorded, nothing the client sees changes
-    enforce = "enforce"  # run: it may refuse, rewrite the request and change the answer
 
 
 class PiiAction(StrEnum):
@@ -241,6 +233,7 @@ class EndpointPolicies:
     routing: RoutingPolicy = RoutingPolicy()
     resilience: ResiliencePolicy = ResiliencePolicy()
     cache: CachePolicy = CachePolicy()
+    guardrails: GuardrailsPolicy = GuardrailsPolicy()
 
 
 class Endpoint(_Strict):
@@ -252,6 +245,7 @@ class Endpoint(_Strict):
     routing: dict = Field(default_factory=dict)
     resilience: dict = Field(default_factory=dict)
     cache: dict = Field(default_factory=dict)
+    guardrails: dict = Field(default_factory=dict)
 
 
 class Tenant(_Strict):
@@ -265,6 +259,7 @@ class Tenant(_Strict):
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     resilience: ResiliencePolicy = Field(default_factory=ResiliencePolicy)
     cache: CachePolicy = Field(default_factory=CachePolicy)
+    guardrails: GuardrailsPolicy = Field(default_factory=GuardrailsPolicy)
     _policies: dict[str | None, EndpointPolicies] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -303,7 +298,8 @@ class Tenant(_Strict):
     def _resolved(self) -> dict[str | None, EndpointPolicies]:
         policies: dict[str | None, EndpointPolicies] = {None: EndpointPolicies(self.pii, self.fields, self.limits,
                                                                                LimitSet(), self.routing,
-                                                                               self.resilience, self.cache)}
+                                                                               self.resilience, self.cache,
+                                                                               self.guardrails)}
         for name, endpoint in self.endpoints.items():
             where = f"endpoints.{name}.limits"
             own = {key: value for key, value in endpoint.limits.items() if key in LimitSet.model_fields}
@@ -315,7 +311,9 @@ class Tenant(_Strict):
                                               _overridden(self.routing, endpoint.routing, f"endpoints.{name}.routing"),
                                               _overridden(self.resilience, endpoint.resilience,
                                                           f"endpoints.{name}.resilience"),
-                                              _overridden(self.cache, endpoint.cache, f"endpoints.{name}.cache"))
+                                              _overridden(self.cache, endpoint.cache, f"endpoints.{name}.cache"),
+                                              _overridden(self.guardrails, endpoint.guardrails,
+                                                          f"endpoints.{name}.guardrails"))
         return policies
 
     def policy(self, endpoint: str | None) -> EndpointPolicies:

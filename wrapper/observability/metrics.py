@@ -69,6 +69,9 @@ class GatewayMetrics:
                              ["tenant", "endpoint", "result", "layer"], registry=registry)
         self.cache_saved = Counter("gateway_cache_saved_usd", "What cache hits saved: the stored answers' cost.",
                                    ["tenant", "endpoint", "layer"], registry=registry)
+        self.guardrails = Counter("gateway_guardrail_findings", "What the guardrails found (wrapper/guardrails), by "
+                                  "tenant, endpoint, stage (input, output), check, mode and action.",
+                                  ["tenant", "endpoint", "stage", "check", "mode", "action"], registry=registry)
         self.users_labelled = users_labelled
         self._children: dict[tuple, object] = {}  # (metric, labels) -> its series: labels() locks and checks each call
         self._users: set[tuple[str, str]] = set()
@@ -104,6 +107,9 @@ class GatewayMetrics:
                 series(self.cache, labels[0], labels[1], decision["decision"], layer).inc()
                 if decision.get("saved_usd"):
                     series(self.cache_saved, labels[0], labels[1], layer).inc(decision["saved_usd"])
+        for found in record.get("guardrails") or ():  # check names are the config's: bounded labels
+            series(self.guardrails, labels[0], labels[1], found["stage"], found["check"], found["mode"],
+                   found["action"]).inc(found["count"])
         if self.users_labelled and record.get("model") and record.get("user"):
             user = self._bounded_user(record["tenant"], record["user"])
             self.user_requests.labels(record["tenant"], user).inc()

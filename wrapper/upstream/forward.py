@@ -219,12 +219,15 @@ class Upstream:
                 if event.startswith(_DONE):
                     for held in _still_held(halves):
                         yield held
+                    _raise_if_ended(halves)
                     if not ctx.route.ends_with_done:
                         continue  # LiteLLM's addition to a protocol with its own end event: not the client's
                 if sent := _through(halves, event):
                     yield sent
+                _raise_if_ended(halves)
             for held in _still_held(halves):  # a protocol without [DONE] (Anthropic's): before the stream's end
                 yield held
+            _raise_if_ended(halves)
         except GatewayError as exc:
             # The status line is gone already; the client learns of the break in-band, in the route's protocol.
             summary.error = exc.envelope()["error"]
@@ -308,6 +311,13 @@ async def _after(early: list[bytes], events: AsyncIterator[bytes]) -> AsyncItera
         yield event
     async for event in events:
         yield event
+
+
+def _raise_if_ended(halves: list[ResponseHalf]) -> None:
+    """A half that ended the answer (an output guardrail's block) says why: the stream ends with that error."""
+    for half in halves:
+        if (ended := getattr(half, "ended", None)) is not None:
+            raise ended
 
 
 def _through(halves: list[ResponseHalf], event: bytes) -> bytes:
