@@ -38,6 +38,8 @@ bench: install
 	$(VENV)/bin/python bench/cache.py
 	$(VENV)/bin/python bench/cache_accuracy.py
 	$(VENV)/bin/python bench/cache_isolation.py
+	$(VENV)/bin/python bench/guardrails.py
+	$(VENV)/bin/python bench/guardrails_injection.py
 
 install: $(VENV)/.installed
 
