@@ -2,9 +2,9 @@
 Responses API's `text.format`) must be one JSON value, and one that meets the client's JSON Schema.
 
 On a stream the text is followed as it comes (json_prefix.py): the first character after which it can no longer
-become JSON ends it. The schema is the client's, so it is read with care: no reference is fetched (jsonschema
-resolves only what the schema holds), and its `pattern`s run with a time limit (a crafted pattern and a crafted
-answer could otherwise hold the event loop).
+become JSON ends it. The schema is the client's, so it is read with care: no reference is fetched (an empty
+registry: jsonschema's default would fetch a remote `$ref`), its `pattern`s run with a time limit (a crafted
+pattern and a crafted answer could otherwise hold the event loop), and a schema that is not one is said so.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 import regex
 from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from wrapper.guardrails.checks import Finding
 from wrapper.guardrails.json_prefix import JsonPrefix
@@ -72,7 +74,10 @@ class JsonFollower:
         if self.schema is None:
             return []
         try:
-            errors = list(_Careful(self.schema).iter_errors(json.loads(text)))
-        except (SchemaError, RecursionError, ValueError):
+            # an empty registry: a `$ref` to anywhere but the schema itself is unresolvable, never fetched (the
+            # default would fetch it: a client's schema could make the gateway call any URL)
+            _Careful.check_schema(self.schema)
+            errors = list(_Careful(self.schema, registry=Registry()).iter_errors(json.loads(text)))
+        except (SchemaError, RecursionError, ValueError, TypeError, Unresolvable):  # the client's schema: never a 500
             return [Finding(0, len(text), "schema_unusable")]
         return [Finding(0, len(text), "schema_violation")] if errors else []
