@@ -16,9 +16,12 @@ sys.path.insert(0, str(ROOT))
 from wrapper.guardrails.injection import DEFAULT_THRESHOLD, score  # noqa: E402
 
 THRESHOLDS = (0.3, DEFAULT_THRESHOLD, 0.6, 0.8)
-NOTES = {"dev": "the rules were written against it", "heldout": "written after dev, measured once; one false positive "
-         "there (a question quoting an attack) led to the `mentioned` rule, checked on new dev examples",
-         "heldout_2": "written after that change, measured once"}
+NOTES = {"dev": "the rules were written against it",
+         "heldout": "written after dev; measured once: 73 %, 1 false positive (a question quoting an attack), which "
+                    "led to the `mentioned` rule, checked on new dev examples",
+         "heldout_2": "written after that change; measured once: 100 %, 2 false positives (`jailbroken` alone, "
+                      "\"the original instructions for a shelf\"), which led to narrower persona and reveal rules",
+         "heldout_3": "written after that change; measured once: the clean figure"}
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ TENANT_MODELS = {
     # the cache layers (CACHE_ENDPOINTS): two tenants, so that what one stored is never the other's
     "wonka": ["fake-chat", "fake-echo", "fake-echo-chars", "fake-embed"],
     "oscorp": ["fake-chat", "fake-echo", "fake-echo-chars", "fake-embed"],
-    "umbrella": ["fake-split", "fake-echo", "fake-echo-fixed", "fake-chat"],  # guardrails (UMBRELLA_GUARDRAILS)
+    "stark": ["fake-split", "fake-echo", "fake-echo-fixed", "fake-chat"],  # guardrails (STARK_GUARDRAILS)
     "vandelay": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
                  "stalls", "status-401", "status-403", "status-404", "status-422"],
 }
@@ -76,7 +76,7 @@ TENANT_ENDPOINTS = {"acme": ["support", "search"], "globex": ["research"], "init
                                   "metered"],
                     "vandelay": ["retrying", "failover", "plain", "hedged", "bounded"],
                     "wonka": ["cached", "shadowed", "other", "private", "meaning"], "oscorp": ["cached"],
-                    "umbrella": ["strict", "masked", "json", "shadowed", "plain"]}
+                    "stark": ["strict", "masked", "json", "shadowed", "plain"]}
 # wonka's and oscorp's cache policies, per endpoint: `other` has the same policy as `cached` and its own entries.
 CACHE_ON = {"exact": "enforce", "template": "enforce"}
 CACHE_ENDPOINTS = {"cached": {"cache": CACHE_ON}, "shadowed": {"cache": {"exact": "shadow", "template": "shadow"}},
@@ -104,7 +104,7 @@ CYBERDYNE_LIMITS = {
     "metered": {"mode": "enforce", "usd_per_day": 10},  # never refuses: what a request leaves on the budget
     "one-slot": {"mode": "enforce", "concurrency": 1},
 }
-# umbrella's guardrails, per endpoint (wrapper/guardrails); `plain` has none.
+# stark's guardrails, per endpoint (wrapper/guardrails); `plain` has none.
 BANNED = ["project falcon", "kill switch", "zero-day", "ban", "café noir"]
 REFUND_LIMIT = {"check": "python", "name": "refund_limit", "options": {"max_usd": 100},
                 "path": "wrapper.guardrails.examples.refund_limit:RefundLimit"}
@@ -112,7 +112,7 @@ STRICT = {"input": [{"check": "prompt_injection", "action": "block"},
                     {"check": "banned_terms", "name": "internal_names", "terms": ["operation nightfall"]}],
           "output": [{"check": "banned_terms", "terms": BANNED}, {"check": "secrets", "action": "redact"},
                      REFUND_LIMIT]}
-UMBRELLA_GUARDRAILS = {
+STARK_GUARDRAILS = {
     "strict": {"mode": "enforce", **STRICT},
     "masked": {"mode": "enforce", "output": [{"check": "banned_terms", "terms": BANNED, "action": "redact"},
                                              {"check": "secrets", "action": "redact"}]},
@@ -210,9 +210,9 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
                                                        for name, policy in VANDELAY_RESILIENCE.items()})
     config["tenants"]["wonka"]["endpoints"].update(CACHE_ENDPOINTS)
     config["tenants"]["oscorp"]["endpoints"].update(cached=CACHE_ENDPOINTS["cached"])
-    config["tenants"]["umbrella"]["endpoints"].update({name: {"guardrails": policy}
-                                                       for name, policy in UMBRELLA_GUARDRAILS.items()})
-    config["tenants"]["umbrella"]["audit"] = {"content": "full"}  # to show what the record keeps of a finding
+    config["tenants"]["stark"]["endpoints"].update({name: {"guardrails": policy}
+                                                       for name, policy in STARK_GUARDRAILS.items()})
+    config["tenants"]["stark"]["audit"] = {"content": "full"}  # to show what the record keeps of a finding
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     def key(tenant: str, name: str, endpoint: str | None = None, role: str = "app") -> str:
         """Made in process: a CLI run per key (~2 s each) would put the stack's start past the first test's
@@ -241,7 +241,7 @@ def write_gateway_config(path: Path, idp: IdentityProvider, litellm_config: Path
         **{f"vandelay-{endpoint}": key("vandelay", endpoint, endpoint) for endpoint in TENANT_ENDPOINTS["vandelay"]},
         **{f"wonka-{endpoint}": key("wonka", endpoint, endpoint) for endpoint in CACHE_ENDPOINTS},
         "oscorp-cached": key("oscorp", "cached", "cached"),
-        **{f"umbrella-{endpoint}": key("umbrella", endpoint, endpoint) for endpoint in TENANT_ENDPOINTS["umbrella"]},
+        **{f"stark-{endpoint}": key("stark", endpoint, endpoint) for endpoint in TENANT_ENDPOINTS["stark"]},
     }
 
 

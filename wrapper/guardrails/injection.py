@@ -7,9 +7,10 @@ score is their sum, capped at 1. A request is blocked at DEFAULT_THRESHOLD (0.5)
 Rules (weight):
 - override (0.6): an instruction to ignore, disregard, forget or override the previous, prior, above, earlier,
   system or original instructions, rules, prompt or guidelines ("ignore all previous instructions").
-- reveal (0.5): a request to reveal, print, repeat, show or output the system prompt, hidden or initial
-  instructions, the developer message, or "everything above".
-- persona (0.5): a jailbreak persona: "do anything now", "jailbroken", enabling developer, god, jailbreak or
+- reveal (0.5): a request to reveal, print, repeat, show or output the system prompt, the developer message,
+  "your (hidden, original ...) instructions", hidden or initial instructions "you were given", or "everything
+  above" (the model's own: "the original instructions for the shelf" is not).
+- persona (0.5): a jailbreak persona: "do anything now", "you are (now) jailbroken", enabling developer, god, jailbreak or
   DAN mode, "you are now ... without/with no restrictions/filters/rules", "pretend/act as if you have no rules".
 - fake_turn (0.5): conversation structure written into a message: `<|im_start|>`, `[INST]`, `<</SYS>>`,
   `</system>`, or a line that starts with `system:` / `### system:` / `assistant:` followed by an order
@@ -58,9 +59,11 @@ RULES = (
                            rf"|\b{_VERBS}\b(?: (?:the|any|these|those))? {_RULES_WORDS} (?:above|so far|before this|"
                            rf"you (?:were|have been) given)\b"),
     _rule("reveal", 0.5, r"\b(?:reveal|print|repeat|show|output|display|tell me|give me|leak|dump|recite|write out)\b"
-                         r"(?: \w+){0,4}? (?:system prompt|(?:hidden|secret|initial|original|system|developer) "
-                         r"(?:instructions?|prompt|message)|developer message|everything (?:above|before this))"),
-    _rule("persona", 0.5, r"\bdo anything now\b|\bjailbroken\b|\b(?:enable|enter|activate|switch to|turn on) (?:the )?"
+                         r"(?: \w+){0,4}? (?:system prompt|developer message|everything (?:above|before this)"
+                         r"|your (?:hidden |secret |initial |original )?(?:system |developer )?(?:instructions|prompt)"
+                         r"|(?:hidden|secret|initial|original|system) (?:instructions?|prompt|message) (?:you (?:were|have "
+                         r"been) given|you (?:got|received)|above))"),
+    _rule("persona", 0.5, r"\bdo anything now\b|\b(?:you are|you're|be|act|stay|now) (?:\w+ ){0,2}jailbroken\b|\b(?:enable|enter|activate|switch to|turn on) (?:the )?"
                           r"(?:developer|god|jailbreak|unfiltered|dan) mode\b"
                           r"|you are (?:now |no longer )(?:\w+ ){0,4}(?:without|with no|free of|free from) "
                           r"(?:any |all )?(?:restrictions|filters|rules|limits|guidelines|censorship)"
