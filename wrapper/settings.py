@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Of a replica's requests over the last minute, the share that may start a hedge (resilience.hedge_after_ms):
     # an outage must not double the load.
     hedge_budget_percent: float = Field(5.0, ge=0, le=100)
+    # `gateway up` restarts a child (LiteLLM, the wrapper) that dies, at most this many times in any minute; once
+    # more, it gives up and exits non-zero (so Kubernetes restarts the pod). 0: never restart.
+    restarts_per_minute: int = Field(5, ge=0, le=100)
     var_dir: Path = Path("var")  # the embedded default's state: SQLite file, signing key, audit spool
     # The audit store: PostgreSQL (postgresql+asyncpg://...) in production; unset, a SQLite file in var_dir.
     database_url: str = ""

@@ -81,15 +81,42 @@ def test_demo_model_answers_and_sigterm_stops_both(tmp_path):
         assert db.execute("SELECT count(*) FROM audit_checkpoints WHERE tenant = 'demo' AND seq = 1").fetchone() == (1,)
 
 
-def test_when_litellm_dies_the_wrapper_stops_and_the_exit_is_nonzero(tmp_path):
-    process, port, litellm_port = start_pair(tmp_path)
+def _demo_call(port: int, tmp_path) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                      headers={"authorization": f"Bearer {(tmp_path / 'key').read_text().strip()}"},
+                      json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def _litellm_of(process) -> int:
+    return next(pid for pid in children_of(process.pid) if "litellm" in open(f"/proc/{pid}/cmdline").read())
+
+
+def test_when_litellm_dies_it_is_started_again_and_meanwhile_model_calls_fail_at_once(tmp_path):
+    process, port, _ = start_pair(tmp_path)
     try:
-        litellm_pid = next(pid for pid in children_of(process.pid) if "litellm" in open(f"/proc/{pid}/cmdline").read())
-        os.kill(litellm_pid, signal.SIGKILL)
-        assert process.wait(30) != 0
+        first = _litellm_of(process)
+        os.kill(first, signal.SIGKILL)
+        started = time.monotonic()
+        down = _demo_call(port, tmp_path)
+        assert down.status_code == 502 and down.json()["error"]["code"] == "upstream_unreachable"  # the contract's
+        assert time.monotonic() - started < 5  # said at once, not after a timeout
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 503
+        wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
+        assert _demo_call(port, tmp_path).status_code == 200  # back, without anyone acting
+        assert _litellm_of(process) != first and process.poll() is None
+        assert "litellm exited (code -9); starting it again" in (tmp_path / "gateway.log").read_text()
+    finally:
+        stop(process)
+
+
+def test_a_child_that_keeps_dying_is_given_up_on_and_the_exit_is_nonzero(tmp_path):
+    process, port, _ = start_pair(tmp_path, GATEWAY_RESTARTS_PER_MINUTE="0")  # no restart at all: the first death
+    try:
+        os.kill(_litellm_of(process), signal.SIGKILL)
+        assert process.wait(30) == 1
         time.sleep(0.2)
-        assert not is_listening(port)
-        assert "litellm exited; stopping the other" in (tmp_path / "gateway.log").read_text()
+        assert not is_listening(port)  # the wrapper was stopped too
+        assert "giving up" in (tmp_path / "gateway.log").read_text()
     finally:
         stop(process)
 

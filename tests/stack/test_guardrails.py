@@ -166,8 +166,8 @@ def test_shadow_mode_leaves_answers_byte_identical_and_records_what_enforce_woul
 
 @pytest.mark.parametrize("stream", (False, True))
 def test_anthropic_messages_are_checked_in_their_own_protocol(stack, stream):
-    body = {"model": "fake-split", "max_tokens": 50, "stream": stream,
-            "messages": [{"role": "user", "content": f"The kill sw{SPLIT}itch is armed"}]}
+    body = {"model": "fake-banned", "max_tokens": 50, "stream": stream,  # its answer names a banned term
+            "messages": [{"role": "user", "content": "What is the status?"}]}
     reply = httpx.post(f"{stack.url}/v1/messages", json=body, timeout=30,
                        headers={"x-api-key": stack.keys["stark-strict"], "anthropic-version": "2023-06-01"})
     assert "switch" not in reply.text

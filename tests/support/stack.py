@@ -51,6 +51,7 @@ FAKE_MODELS = {
     "fake-mini": {},  # model: auto's cheap tier (LITELLM_EXTRA)
     "fake-max": {},  # and its frontier
     "fake-split": {"echo": True, "split_at": "\x1f"},  # streams its echo in the pieces \x1f separates (guardrails)
+    "fake-banned": {"reply": "Status: the kill switch is armed.", "chunks": 4},  # says a banned term (guardrails)
 }
 FALLBACKS = {"falls-back": ["fake-chat"]}
 # Tenants of the test stack: acme may use every model but globex's private one.
@@ -66,7 +67,7 @@ TENANT_MODELS = {
     # the cache layers (CACHE_ENDPOINTS): two tenants, so that what one stored is never the other's
     "wonka": ["fake-chat", "fake-echo", "fake-echo-chars", "fake-embed"],
     "oscorp": ["fake-chat", "fake-echo", "fake-echo-chars", "fake-embed"],
-    "stark": ["fake-split", "fake-echo", "fake-echo-fixed", "fake-chat"],  # guardrails (STARK_GUARDRAILS)
+    "stark": ["fake-split", "fake-echo", "fake-echo-fixed", "fake-chat", "fake-banned"],  # guardrails (STARK_GUARDRAILS)
     "vandelay": ["fake-chat", "flaky-429", "limited-fast", "flaky-500", "boom", "refuses", "falls-back", "drops",
                  "stalls", "status-401", "status-403", "status-404", "status-422"],
 }

@@ -1,8 +1,12 @@
 """Run the pod pair on one machine: LiteLLM on loopback and the wrapper in front of it.
 
 Both run as child processes; their output is shown line by line with a prefix.
-SIGINT or SIGTERM stops both (exit 0). If either dies on its own, the other is
-stopped and the exit code is non-zero.
+SIGINT or SIGTERM stops both (exit 0). A child that dies on its own is started
+again after a backoff (0.5 s, doubling to 8 s; back to 0.5 s once it has run a
+minute); while LiteLLM is down the wrapper answers model calls 502
+`upstream_unreachable` at once and `/readyz` is 503. A child that dies more than
+`GATEWAY_RESTARTS_PER_MINUTE` times in a minute is given up on: the other is
+stopped and the exit code is 1, for the orchestrator to act.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from wrapper.config import ConfigError, load_config
 from wrapper.settings import Settings
 
 STOP_GRACE_SECONDS = 10
+FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS = 0.5, 8.0
 READY_TIMEOUT_SECONDS = 120
 
 # LiteLLM must never reach out at start (this machine and many production networks cannot).
@@ -176,19 +181,62 @@ async def run_pair(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
 
-    litellm, litellm_relay = await _start("litellm", litellm_command(settings), env, settings.log_requests)
-    wrapper, wrapper_relay = await _start("wrapper", wrapper_command(settings), env, settings.log_requests)
     announce = asyncio.create_task(_announce_when_ready(settings))
-    stopping = asyncio.create_task(stop_requested.wait())
-    exits = {asyncio.create_task(p.wait()): name for p, name in ((litellm, "litellm"), (wrapper, "wrapper"))}
-
-    done, _ = await asyncio.wait({stopping, *exits}, return_when=asyncio.FIRST_COMPLETED)
-    died = [exits[task] for task in done if task in exits]
-    if died and not stop_requested.is_set():
-        print(f"[gateway] {died[0]} exited; stopping the other", flush=True)
+    children = {asyncio.create_task(_supervise(name, command, env, settings, stop_requested)): name
+                for name, command in (("litellm", litellm_command(settings)), ("wrapper", wrapper_command(settings)))}
+    done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
+    gave_up = [children[task] for task in done if not task.cancelled() and task.exception() is not None]
+    stop_requested.set()  # a stop asked for, or a child given up on: either way the other stops too
+    await asyncio.gather(*children, return_exceptions=True)
     announce.cancel()
-    await asyncio.gather(_stop(wrapper), _stop(litellm))
-    await asyncio.gather(litellm_relay, wrapper_relay, return_exceptions=True)
-    for task in (stopping, *exits):
-        task.cancel()
-    return 1 if died and not stop_requested.is_set() else 0
+    if gave_up:
+        print(f"[gateway] gave up on {gave_up[0]}; stopped", flush=True)
+    return 1 if gave_up else 0
+
+
+class GaveUp(Exception):
+    pass
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # its own session (start_new_session): its group is its pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _supervise(name: str, command: list[str], env: dict[str, str], settings: Settings,
+                     stop_requested: asyncio.Event) -> None:
+    """Run a child until a stop is asked for, starting it again when it dies; raises GaveUp once it died more
+    than `restarts_per_minute` times in the last minute."""
+    deaths: list[float] = []
+    backoff = FIRST_BACKOFF_SECONDS
+    while True:
+        process, relay = await _start(name, command, env, settings.log_requests)
+        started = time.monotonic()
+        exited = asyncio.create_task(process.wait())
+        stopping = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if stop_requested.is_set():
+            await _stop(process)
+            await asyncio.gather(relay, return_exceptions=True)
+            exited.cancel()
+            return
+        _kill_group(process.pid)  # what it started (workers) must not outlive it and hold its port
+        await asyncio.gather(relay, return_exceptions=True)
+        now = time.monotonic()
+        deaths = [at for at in deaths if now - at < 60] + [now]
+        if len(deaths) > settings.restarts_per_minute:
+            print(f"[gateway] {name} exited (code {process.returncode}), {len(deaths)} times in a minute: "
+                  "giving up", flush=True)
+            raise GaveUp(name)
+        if now - started >= 60:
+            backoff = FIRST_BACKOFF_SECONDS  # it had been running well: a fresh start
+        print(f"[gateway] {name} exited (code {process.returncode}); starting it again in {backoff:g} s", flush=True)
+        try:
+            await asyncio.wait_for(stop_requested.wait(), backoff)
+            return  # asked to stop meanwhile
+        except TimeoutError:
+            pass
+        backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

@@ -20,6 +20,8 @@ VALUE, VALUE_OR_CLOSE, KEY, KEY_OR_CLOSE, COLON, COMMA_OR_CLOSE, DONE = range(7)
 
 
 class JsonPrefix:
+    """Feed text as it arrives; knows at once when the text can no longer be the start of one JSON value."""
+
     def __init__(self) -> None:
         self.stack: list[str] = []  # "{" or "[" per open container
         self.expect = VALUE
