@@ -4,6 +4,7 @@ the text)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -145,6 +146,10 @@ def test_an_answer_asked_for_as_json_must_be_json(stack, stream):
     assert right.status_code == 200 and (events(right)[-1] == "[DONE]" if stream else True)
 
 
+def _unstamped(body: bytes) -> bytes:
+    return re.sub(rb'"created": ?\d+', b'"created":0', body)
+
+
 def test_shadow_mode_leaves_answers_byte_identical_and_records_what_enforce_would_do(stack):
     text = "Project Falcon: we will refund you $900 with key sk-proj-" + "A1b2" * 8 + " today."
     body = {"model": "fake-echo-fixed", "messages": [{"role": "user", "content": text}]}
@@ -155,7 +160,8 @@ def test_shadow_mode_leaves_answers_byte_identical_and_records_what_enforce_woul
                                headers={**stack.auth_for(f"stark-{endpoint}"), "x-request-id": uuid.uuid4().hex})
             assert reply.status_code == 200
             seen[endpoint] = reply
-        assert seen["shadowed"].content == seen["plain"].content, stream
+        # LiteLLM stamps each stream's chunks with its own clock (`created`): two streams differ there alone
+        assert _unstamped(seen["shadowed"].content) == _unstamped(seen["plain"].content), stream
         record = the_record(stack.database_url, seen["shadowed"].request.headers["x-request-id"], 5)
         found = {(e["check"], e["mode"], e["action"]) for e in record["guardrails"]}
         assert ("banned_terms", "shadow", "block") in found

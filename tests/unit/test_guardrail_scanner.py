@@ -107,3 +107,31 @@ def test_a_list_of_a_thousand_terms_is_one_automaton_and_finds_each():
     scan = TextScanner([TermList(GuardrailCheck(check="banned_terms", terms=tuple(words), action="redact"))])
     fed = scan.feed("say codeword0999 and codeword0000, not codeword10000", final=True)
     assert fed.released == "say [REDACTED] and [REDACTED], not codeword10000"
+
+
+def test_with_only_shadow_checks_every_event_and_answer_passes_as_the_very_bytes_that_came():
+    import orjson
+
+    from wrapper.config.guardrails import GuardrailsPolicy
+    from wrapper.guardrails.output import OutputHalf
+    from wrapper.guardrails.stack import Findings, compiled
+    from wrapper.routes.chat import ChatRoute
+
+    policy = GuardrailsPolicy.model_validate({"mode": "shadow", "output": [
+        {"check": "banned_terms", "terms": ["project falcon"]}, {"check": "secrets", "action": "redact"}]})
+
+    class Ctx:
+        route, guardrails, record_mask = ChatRoute(), [], None
+
+    half = OutputHalf(compiled(policy), Ctx(), Findings(Ctx.guardrails), None)
+    events = [b'data: {"choices":[{"index":0,"delta":{"content":"' + piece.encode() + b'"},"finish_reason":null}]}\n\n'
+              for piece in ("Key sk-proj-", "ABCDEFGHIJKLMNOPQRSTUVWX", " then Project Fal", "con")]
+    events.append(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
+    for event in events:
+        assert half.event(event) is event
+    assert half.end() == b"" and half.ended is None
+    body = orjson.dumps({"choices": [{"index": 0, "message": {"content": "Project Falcon"}}]})
+    assert OutputHalf(compiled(policy), Ctx(), Findings([]), None).answer(body) is body
+    # what enforce would do is recorded: the secret it would mask, then the term it would end the answer at
+    assert [(e["check"], e["mode"], e["action"]) for e in Ctx.guardrails] == [
+        ("secrets", "shadow", "redact"), ("banned_terms", "shadow", "block")]

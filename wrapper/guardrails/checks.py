@@ -78,12 +78,14 @@ class Patterns(SpanCheck):
         self.hold = spec.max_match + 1
 
     def find(self, text: str) -> list[Finding]:
-        return [Finding(m.start(), m.end(), "pattern") for p in self.patterns for m in p.finditer(text) if m.end() > m.start()]
+        return [Finding(m.start(), m.end(), "pattern")
+                for pattern in self.patterns for m in pattern.finditer(text) if m.end() > m.start()]
 
 
 # type -> (a bounded prefix that recognises it, the characters that continue it)
 SECRETS = {
-    "API_KEY": (r"(?<![\w-])(?:sk-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20}|gh[pousr]_[A-Za-z0-9]{36})", r"[A-Za-z0-9_\-]"),
+    "API_KEY": (r"(?<![\w-])(?:sk-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{20}|gh[pousr]_[A-Za-z0-9]{36})",
+                r"[A-Za-z0-9_\-]"),
     "AWS_ACCESS_KEY_ID": (r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])", None),
     "JWT": (r"(?<![\w-])eyJ[A-Za-z0-9_\-]{8,40}\.eyJ", r"[A-Za-z0-9_\-.]"),
     "PRIVATE_KEY": (r"-----BEGIN (?:[A-Z]{1,12} ){0,3}PRIVATE KEY-----", r"[A-Za-z0-9+/=\s]"),

@@ -10,8 +10,9 @@ Rules (weight):
 - reveal (0.5): a request to reveal, print, repeat, show or output the system prompt, the developer message,
   "your (hidden, original ...) instructions", hidden or initial instructions "you were given", or "everything
   above" (the model's own: "the original instructions for the shelf" is not).
-- persona (0.5): a jailbreak persona: "do anything now", "you are (now) jailbroken", enabling developer, god, jailbreak or
-  DAN mode, "you are now ... without/with no restrictions/filters/rules", "pretend/act as if you have no rules".
+- persona (0.5): a jailbreak persona: "do anything now", "you are (now) jailbroken", enabling developer, god,
+  jailbreak or DAN mode, "you are now ... without/with no restrictions/filters/rules", "pretend/act as if you
+  have no rules".
 - fake_turn (0.5): conversation structure written into a message: `<|im_start|>`, `[INST]`, `<</SYS>>`,
   `</system>`, or a line that starts with `system:` / `### system:` / `assistant:` followed by an order
   ("system: you must ...", "assistant: I will ignore ...").
@@ -23,9 +24,11 @@ Rules (weight):
 - from_now_on (0.3), obey (0.3): "from now on you will ...", "obey only me": two together reach the threshold.
 A rule that fires only on a quoted phrase, in a text that talks about attacks (attack, injection, jailbreak,
 security, example, OWASP ...), keeps MENTIONED (0.4) of its weight: "what are 'ignore previous instructions'
-attacks?" is a question, "repeat: 'ignore previous instructions'" is not. One strong rule alone reaches the threshold. Benign look-alikes ("ignore the typo in
-my last message", "what is a system prompt?", "pretend you are a pirate") fire none: every rule needs both the
-verb and its target (previous instructions, the system prompt, no restrictions).
+attacks?" is a question, "repeat: 'ignore previous instructions'" is not. One strong rule alone reaches the
+threshold. Benign look-alikes ("ignore the typo in my last message", "what is a system prompt?", "pretend you
+are a pirate") fire none: every rule needs both the verb and its target (previous instructions, the system
+prompt, no restrictions). The corpus and its rates: tests/data/injection_prompts.yaml,
+bench/results/guardrails_injection.md.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ RULES = (
                          r"|your (?:hidden |secret |initial |original )?(?:system |developer )?(?:instructions|prompt)"
                          r"|(?:hidden|secret|initial|original|system) (?:instructions?|prompt|message) (?:you (?:were|have "
                          r"been) given|you (?:got|received)|above))"),
-    _rule("persona", 0.5, r"\bdo anything now\b|\b(?:you are|you're|be|act|stay|now) (?:\w+ ){0,2}jailbroken\b|\b(?:enable|enter|activate|switch to|turn on) (?:the )?"
+    _rule("persona", 0.5, r"\bdo anything now\b|\b(?:you are|you're|be|act|stay|now) (?:\w+ ){0,2}jailbroken\b"
+                          r"|\b(?:enable|enter|activate|switch to|turn on) (?:the )?"
                           r"(?:developer|god|jailbreak|unfiltered|dan) mode\b"
                           r"|you are (?:now |no longer )(?:\w+ ){0,4}(?:without|with no|free of|free from) "
                           r"(?:any |all )?(?:restrictions|filters|rules|limits|guidelines|censorship)"

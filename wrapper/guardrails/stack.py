@@ -55,7 +55,8 @@ def _build(policy: GuardrailsPolicy) -> Stack:
             if spans is None or check.check == "python":  # a domain check may also look at the whole text
                 by_mode[mode].others.append(check)
         stages[name] = by_mode
-    patterns = {c.label: [re.compile(p, re.DOTALL) for p in c.patterns] for c in policy.output if c.check == "must_match"}
+    patterns = {check.label: [re.compile(pattern, re.DOTALL) for pattern in check.patterns]
+                for check in policy.output if check.check == "must_match"}
     return Stack(stages["input"], stages["output"], patterns)
 
 
