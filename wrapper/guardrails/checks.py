@@ -136,7 +136,7 @@ class Domain(SpanCheck):
         result = method(texts)
         if inspect.isawaitable(result):
             result = await result
-        return list(result or ())
+        return [(index, finding) for index, finding in result or () if 0 <= index < len(texts)]  # its own texts only
 
 
 def span_check(spec: GuardrailCheck) -> SpanCheck | None:

@@ -22,7 +22,7 @@ from wrapper.guardrails.checks import Domain, Finding
 from wrapper.guardrails.json_checks import JsonFollower, wants_json
 from wrapper.guardrails.scanner import TextScanner
 from wrapper.guardrails.stack import Findings, Stack, Stage
-from wrapper.upstream.sse import event_data
+from wrapper.upstream.sse import event_data, json_object
 
 __all__ = ["OutputHalf", "wants_json"]
 
@@ -32,12 +32,8 @@ class _Text:
 
     def __init__(self, half: OutputHalf, kind: str) -> None:
         self.scanners = {mode: TextScanner(stage.spans) for mode, stage in half.stages.items() if stage.spans}
-        self.ends = {mode: [c for c in stage.others if c.check in ("json", "must_match", "python")]
-                     for mode, stage in half.stages.items()}
-        self.sizes = {mode: [c for c in stage.others if c.check == "size"] for mode, stage in half.stages.items()}
-        self.json = {mode: JsonFollower(half.json_wanted) for mode, stage in half.stages.items()
-                     if half.json_wanted is not None and kind == "content"
-                     and any(c.check == "json" for c in stage.others)}
+        self.json = {mode: JsonFollower(half.json_wanted) for mode, ends in half.ends.items()
+                     if half.json_wanted is not None and kind == "content" and any(c.check == "json" for c in ends)}
         self.came: list[str] = []  # as it came (the end checks read it whole)
         self.sent: list[str] = []  # as it was released
         self.length = 0
@@ -52,6 +48,10 @@ class OutputHalf:
         self.stack, self.ctx, self.route, self.findings = stack, ctx, ctx.route, findings
         self.json_wanted = json_wanted
         self.enforcing = Mode.enforce in self.stages
+        # the whole-text checks of each mode: those that read a text's end, and size
+        self.ends = {mode: [c for c in stage.others if c.check in ("json", "must_match", "python")]
+                     for mode, stage in self.stages.items()}
+        self.sizes = {mode: [c for c in stage.others if c.check == "size"] for mode, stage in self.stages.items()}
         self.texts: dict[tuple, _Text] = {}
         self.ended: GatewayError | None = None  # a block: the stream ends after this event
         masking = [check for check in self.stages.get(Mode.enforce, Stage()).spans if check.action == "redact"]
@@ -60,11 +60,8 @@ class OutputHalf:
 
     # -- a whole answer --
     def answer(self, body: bytes) -> bytes:
-        try:
-            reply = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        if not isinstance(reply, dict):
+        reply = json_object(body)
+        if reply is None:
             return body
         changed = False
         for index, (container, key) in enumerate(self.route.answer_texts(reply)):
@@ -153,13 +150,13 @@ class OutputHalf:
         return released, blocked
 
     def _checks(self, state: _Text, mode: Mode, piece: str, final: bool, where: str) -> tuple[str, tuple | None]:
-        for check in state.sizes[mode]:
+        for check in self.sizes[mode]:
             if state.length > check.max_chars and (mode, check.label) not in state.oversize:
                 state.oversize.add((mode, check.label))
                 if self._note(check, mode, Finding(check.max_chars, state.length, "too_long"), where):
                     return "", (check, "too_long")
         if (follower := state.json.get(mode)) is not None and not follower.feed(piece):
-            check = next(c for c in state.ends[mode] if c.check == "json")
+            check = next(c for c in self.ends[mode] if c.check == "json")
             if self._note(check, mode, Finding(follower.failed_at, follower.failed_at + 1, "invalid_json"), where):
                 return "", (check, "invalid_json")
         released = piece
@@ -173,7 +170,7 @@ class OutputHalf:
             released = fed.released
         if final:
             text = "".join(state.came)
-            for check in state.ends[mode]:
+            for check in self.ends[mode]:
                 for finding in self._at_end(check, mode, state, text):
                     if self._note(check, mode, finding, where):
                         return released, (check, finding.type)

@@ -36,7 +36,7 @@ class GuardrailStep:
         if stack.input[Mode.enforce] or stack.input[Mode.shadow]:
             try:
                 slots = list(ctx.route.user_texts(ctx.body, ctx.policy.fields.allow))
-                users = {(id(c), k) for c, k in ctx.route.user_texts(ctx.body, ctx.policy.fields.allow, system=False)}
+                users = _users_texts(ctx, stack)
             except Unreadable as unreadable:
                 raise GatewayError(400, f"With input guardrails on, '{unreadable.param}' must be text the gateway "
                                    "can read (not token ids).", param=unreadable.param,
@@ -48,13 +48,20 @@ class GuardrailStep:
             return StepResult("block", {"check": blocked["check"]}, refusal=GatewayError(
                 400, f"The request was blocked by the endpoint's guardrail '{blocked['check']}' "
                      f"({blocked['findings'][0]['type']}).", code=blocked["check"]))
-        annotated = sorted({e["check"] for e in findings.entries.values() if e["mode"] == "enforce"})
-        if annotated:
-            ctx.response_headers["x-gateway-guardrails"] = ",".join(annotated)
+        enforced = sorted({e["check"] for e in findings.entries.values() if e["mode"] == "enforce"})
+        if enforced:  # the enforced checks that found something (masked or noted): the client may see which
+            ctx.response_headers["x-gateway-guardrails"] = ",".join(enforced)
         decision = "redact" if any(e["action"] == "redact" and e["mode"] == "enforce"
-                                   for e in findings.entries.values()) else "annotate" if annotated else "pass"
+                                   for e in findings.entries.values()) else "annotate" if enforced else "pass"
         half = OutputHalf(stack, ctx, findings, wants_json(ctx.body)) if stack.checks_output else None
         return StepResult(decision, {"checks": len(findings.entries)}, half=half)
+
+
+def _users_texts(ctx: RequestContext, stack) -> set[tuple[int, object]]:
+    """The texts the prompt-injection check reads (all but the system prompt), when one is in force."""
+    if not any(c.check == "prompt_injection" for mode in (Mode.shadow, Mode.enforce) for c in stack.input[mode].others):
+        return set()
+    return {(id(c), k) for c, k in ctx.route.user_texts(ctx.body, ctx.policy.fields.allow, system=False)}
 
 
 async def _check_input(stage: Stage, mode: Mode, slots: list, users: set, findings: Findings) -> None:
@@ -71,29 +78,30 @@ async def _check_input(stage: Stage, mode: Mode, slots: list, users: set, findin
                 container[key] = _masked(text, found)
     texts = [container[key] for container, key in slots]
     for spec in stage.others:
-        for where, finding in await _whole_input_findings(spec, stage, texts, slots, users):
-            findings.note("input", spec, mode, finding, where)
-            if enforcing and spec.action == "redact" and spec.check == "python":
-                container, key = slots[int(where.split()[1])]
+        for index, finding in await _whole_input_findings(spec, stage, texts, slots, users):
+            findings.note("input", spec, mode, finding, "texts" if index is None else f"text {index}")
+            if enforcing and spec.action == "redact" and index is not None:
+                container, key = slots[index]
                 container[key] = _masked(container[key], [finding])
 
 
 async def _whole_input_findings(spec: GuardrailCheck, stage: Stage, texts: list[str], slots: list,
-                                users: set) -> list[tuple[str, Finding]]:
+                                users: set) -> list[tuple[int | None, Finding]]:
+    """(the text's index, or None for all of them, and the finding) of a check that reads more than one span."""
     if spec.check == "size":
         total = sum(len(text) for text in texts)
-        return [("texts", Finding(spec.max_chars, total, "too_long"))] if total > spec.max_chars else []
+        return [(None, Finding(spec.max_chars, total, "too_long"))] if total > spec.max_chars else []
     if spec.check == "prompt_injection":
         found = []
         for index, (container, key) in enumerate(slots):
             if (id(container), key) in users:
                 value, rules = score(container[key])
                 if value >= (spec.threshold or DEFAULT_THRESHOLD):
-                    found.append((f"text {index}", Finding(0, len(container[key]), "+".join(rules) or "injection")))
+                    found.append((index, Finding(0, len(container[key]), "+".join(rules) or "injection")))
         return found
     if spec.check == "python":
         domain = next(c for c in stage.spans if isinstance(c, Domain) and c.spec is spec)
-        return [(f"text {index}", finding) for index, finding in await domain.on_input(texts)]
+        return list(await domain.on_input(texts))
     return []
 
 

@@ -18,7 +18,7 @@ from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
 from wrapper.ownership.ids import ObjectIds
 from wrapper.pipeline import StepResult
-from wrapper.upstream.sse import event_data
+from wrapper.upstream.sse import event_data, json_object
 
 
 def not_found(kind: str, object_id: str, param: str | None = None) -> GatewayError:
@@ -62,11 +62,8 @@ class SealIds:
         self.previous = previous  # the previous response's id as the client gave it: the one it knows
 
     def answer(self, body: bytes) -> bytes:
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        if not isinstance(answer, dict):
+        answer = json_object(body)
+        if answer is None:
             return body
         self.response(answer)
         return orjson.dumps(answer)

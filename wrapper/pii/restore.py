@@ -15,7 +15,7 @@ import re
 import orjson
 
 from wrapper.routes import Route
-from wrapper.upstream.sse import event_data
+from wrapper.upstream.sse import event_data, json_object
 
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
 
@@ -39,7 +39,7 @@ class Restorer:
 
     def answer(self, body: bytes) -> bytes:
         """A whole answer with its placeholders restored (a body that is not a JSON object passes as it is)."""
-        reply = _object(body)
+        reply = json_object(body)
         if reply is None:
             return body
         for container, key in self.route.answer_texts(reply):
@@ -84,10 +84,3 @@ class Restorer:
             self.held[key] = text[cut:]
         return self.text(text[:cut])
 
-
-def _object(raw: bytes) -> dict | None:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None

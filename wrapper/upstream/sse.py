@@ -32,16 +32,22 @@ async def split_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield pending  # an unterminated last event is still the client's to see
 
 
+def json_object(raw: bytes) -> dict | None:
+    """The JSON object `raw` holds; None when it is not JSON or not an object (the answer passes as it came)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def event_data(event: bytes) -> tuple[bytes, dict] | None:
     """An event whose data is one JSON object: (the lines before its data, e.g. `event: ...`, and the object)."""
     start = 0 if event.startswith(b"data:") else event.find(b"\ndata:") + 1
     if start < 0 or (start == 0 and not event.startswith(b"data:")):
         return None
-    try:
-        payload = orjson.loads(event[start + 5:])
-    except orjson.JSONDecodeError:
-        return None
-    return (event[:start], payload) if isinstance(payload, dict) else None
+    payload = json_object(event[start + 5:])
+    return None if payload is None else (event[:start], payload)
 
 
 def _first_separator(data: bytes) -> int:
