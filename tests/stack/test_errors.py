@@ -94,15 +94,16 @@ def test_provider_dropping_a_stream_midway_is_not_reported_as_complete(stack):
     assert '"error"' in events[-1]
 
 
-def test_unreachable_litellm_gives_502(tmp_path):
+def test_unreachable_litellm_gives_503_and_retry_after(tmp_path):
     config = tmp_path / "gateway.yaml"
     keys = write_tenants(config, {"solo": {"models": ["*"]}})
     wrapper = start_wrapper(tmp_path, {"GATEWAY_CONFIG": str(config), "GATEWAY_LITELLM_PORT": str(free_port())})
     try:
         response = httpx.post(f"{wrapper.url}/v1/chat/completions", headers={"authorization": f"Bearer {keys['solo']}"},
                               json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
-        assert_envelope(response, 502)
-        assert response.json()["error"]["code"] == "upstream_unreachable"
+        assert_envelope(response, 503)
+        assert response.json()["error"]["code"] == "upstream_unavailable"
+        assert response.headers["retry-after"] == "1"
         assert_envelope(httpx.get(f"{wrapper.url}/readyz"), 503)
     finally:
         wrapper.stop()

@@ -96,13 +96,20 @@ def test_when_litellm_dies_it_is_started_again_and_meanwhile_model_calls_fail_at
     try:
         first = _litellm_of(process)
         os.kill(first, signal.SIGKILL)
-        started = time.monotonic()
-        down = _demo_call(port, tmp_path)
-        assert down.status_code == 502 and down.json()["error"]["code"] == "upstream_unreachable"  # the contract's
-        assert time.monotonic() - started < 5  # said at once, not after a timeout
+        killed = time.monotonic()
+        answers = []
+        while time.monotonic() - killed < 1:  # the next second's requests: each a quick 503, none refused or hung
+            sent = time.monotonic()
+            down = _demo_call(port, tmp_path)
+            answers.append((down.status_code, down.json()["error"]["code"], time.monotonic() - sent))
+        assert {(status, code) for status, code, _ in answers} == {(503, "upstream_unavailable")}, answers
+        assert max(took for _, _, took in answers) < 0.5, answers  # said at once, not after a timeout
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 503
-        wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
+        wait_until(f"http://127.0.0.1:{port}/readyz", 20, process, tmp_path / "gateway.log")
         assert _demo_call(port, tmp_path).status_code == 200  # back, without anyone acting
+        back = time.monotonic() - killed
+        print(f"back {back:.1f} s after the kill; {len(answers)} requests in its first second")
+        assert back < 20
         assert _litellm_of(process) != first and process.poll() is None
         assert "litellm exited (code -9); starting it again" in (tmp_path / "gateway.log").read_text()
     finally:

@@ -149,12 +149,13 @@ async def test_trouble_on_the_wire_is_a_clear_gateway_error_and_the_next_request
         assert (await litellm.post("/v1/chat/completions", b"{}", "next")).status == 200
 
 
-async def test_nothing_listening_is_upstream_unreachable():
+async def test_nothing_listening_is_a_503_the_client_may_retry():
     async with Server(lambda n, c: ok()) as server:
         port = server.port
     with pytest.raises(GatewayError) as error:
         await client(port).post("/v1/chat/completions", b"{}", "x")
-    assert (error.value.status, error.value.code) == (502, "upstream_unreachable")
+    assert (error.value.status, error.value.code) == (503, "upstream_unavailable")
+    assert error.value.headers == {"retry-after": "1"}
 
 
 async def test_a_cancelled_call_closes_its_connection():

@@ -3,8 +3,8 @@
 Both run as child processes; their output is shown line by line with a prefix.
 SIGINT or SIGTERM stops both (exit 0). A child that dies on its own is started
 again after a backoff (0.5 s, doubling to 8 s; back to 0.5 s once it has run a
-minute); while LiteLLM is down the wrapper answers model calls 502
-`upstream_unreachable` at once and `/readyz` is 503. A child that dies more than
+minute); while LiteLLM is down the wrapper answers model calls 503
+`upstream_unavailable` at once and `/readyz` is 503. A child that dies more than
 `GATEWAY_RESTARTS_PER_MINUTE` times in a minute is given up on: the other is
 stopped and the exit code is 1, for the orchestrator to act.
 """

@@ -168,5 +168,7 @@ def _transport_error(exc: Exception) -> GatewayError:
     if isinstance(exc, TimeoutError):
         return GatewayError(504, "The model did not answer in time.", code="upstream_timeout")
     if isinstance(exc, Unreachable):
-        return GatewayError(502, "The model router (LiteLLM) is unreachable.", code="upstream_unreachable")
+        # LiteLLM down or restarting (`gateway up` starts it again): a transient 503 the client may retry
+        return GatewayError(503, "The model router (LiteLLM) is not reachable right now; try again shortly.",
+                            code="upstream_unavailable", headers={"retry-after": "1"})
     return GatewayError(502, "The connection to the model router broke.", code="upstream_error")
