@@ -90,8 +90,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     litellm = litellm or LiteLLMClient(settings.litellm_url, settings.litellm_master_key, settings.upstream_timeout_seconds)
     gateway_config = ConfigStore(settings.config)
     jwks = JwksCache()
-    audit_store = AuditStore(make_engine(settings.database_url))
-    audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool))
+    audit_store = AuditStore(make_engine(settings.database_url), settings.audit_commit_timeout_seconds)
+    audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool), settings.audit_commit_timeout_seconds)
     signer = gateway_signer(settings)
     metrics = GatewayMetrics(settings.metrics_users)
     catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it

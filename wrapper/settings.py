@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     audit_signing_key: str | None = None  # base64 Ed25519 seed; generated in var_dir when unset
     audit_checkpoint_seconds: float = Field(60.0, gt=0)  # how often each chain's head is signed
+    # The longest a request waits for its audit record to be committed (a locked, slow or unreachable store);
+    # then it is spooled and the tenant's `audit.on_store_failure` decides: closed 503, open answered.
+    audit_commit_timeout_seconds: float = Field(2.0, gt=0, le=60)
     audit_spool: Path | None = None  # where records wait while the store is down; default var_dir
     # A line per request from LiteLLM (its access log, and what the gateway's callback admitted).
     # Off by default: the audit log is the per-request record, and each line costs a process wake-up.

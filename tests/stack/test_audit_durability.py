@@ -7,6 +7,7 @@ wrapper without disturbing the other tests.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -16,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -97,6 +99,70 @@ def test_store_outage_fails_closed_or_spools_by_tenant_and_replays_in_order(wrap
         "before-lenient", "outage-lenient-0", "outage-lenient-1", "outage-lenient-2"]
     assert [(r["request_id"], r["status"]) for r in chain(wrapper, "strict")] == [
         ("before-strict", 200), ("outage-strict", 503)]
+    assert wrapper.post("strict", CHAT, "after-strict").status_code == 200
+    verify = gateway_verify(wrapper)
+    assert verify.returncode == 0, verify.stdout
+
+
+class HeadLock:
+    """Another session holding the chain heads' row locks (a long transaction, a stuck migration), on a thread."""
+
+    def __init__(self, database_url: str) -> None:
+        self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self.taken, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
+
+    async def _hold(self) -> None:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            async with connection.transaction():
+                await connection.execute("SELECT * FROM audit_heads FOR UPDATE")
+                self.taken.set()
+                await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> HeadLock:
+        self.thread.start()
+        assert self.taken.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+def test_a_head_locked_for_40_s_costs_each_request_at_most_the_deadline_and_every_200_keeps_its_record(wrapper):
+    """The audit commit deadline (GATEWAY_AUDIT_COMMIT_TIMEOUT_SECONDS, 2 s): fail-closed 503, fail-open 200."""
+    assert wrapper.post("strict", CHAT, "before-strict").status_code == 200
+    assert wrapper.post("lenient", CHAT, "before-lenient").status_code == 200
+    outcomes: list[tuple[str, str, int, float]] = []
+
+    def client(tenant: str, n: int, until: float) -> None:
+        i = 0
+        while time.monotonic() < until:
+            rid, i = f"locked-{tenant}-{n}-{i}", i + 1
+            started = time.monotonic()
+            response = wrapper.post(tenant, CHAT, rid, timeout=30)
+            outcomes.append((tenant, rid, response.status_code, time.monotonic() - started))
+
+    with HeadLock(wrapper.database_url), concurrent.futures.ThreadPoolExecutor(4) as pool:
+        until = time.monotonic() + 38
+        for tenant in ("strict", "lenient"):
+            for n in range(2):
+                pool.submit(client, tenant, n, until)
+    statuses = {(tenant, status) for tenant, _, status, _ in outcomes}
+    assert statuses == {("strict", 503), ("lenient", 200)}, statuses
+    slowest = max(took for *_, took in outcomes)
+    print(f"{len(outcomes)} requests during the lock; slowest {slowest:.2f} s")
+    assert slowest < 2 + 1, f"a request waited {slowest:.2f} s"
+
+    deadline = time.monotonic() + 20
+    while wrapper.spool.exists() and wrapper.spool.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.2)  # the spool is replayed once the lock is gone, with no request needed
+    recorded = {row["request_id"]: row["status"] for row in query(
+        wrapper.database_url, "SELECT request_id, status FROM audit_events")}
+    assert {rid: status for _, rid, status, _ in outcomes} == {rid: recorded.get(rid) for _, rid, *_ in outcomes}
     assert wrapper.post("strict", CHAT, "after-strict").status_code == 200
     verify = gateway_verify(wrapper)
     assert verify.returncode == 0, verify.stdout

@@ -44,8 +44,9 @@ _COLUMNS = ("seq", "request_id", "occurred_at", "record", "prev_hash", "row_hash
 
 
 class OptimisticAppender:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeout_ms: int | None = None) -> None:
         self.engine = engine
+        self.timeout_ms = timeout_ms  # the server gives up a lock wait or a statement after this, as the writer does
         self._heads: dict[str, tuple[int, str]] = {}  # tenant -> (seq, head_hash) as last seen
         # One connection kept for the writer: a pool checkout per batch cost half the commit itself.
         self._held: AsyncConnection | None = None
@@ -58,13 +59,20 @@ class OptimisticAppender:
                 return await self._append_on(await conn.execution_options(isolation_level="AUTOCOMMIT"), tenant, records)
         async with self._holding:
             if self._held is None:
-                self._held = await (await self.engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
+                self._held = await self._connect()
             try:
                 return await self._append_on(self._held, tenant, records)
-            except Exception:
+            except BaseException:  # an error, or the writer's deadline cancelling the statement
                 held, self._held = self._held, None
-                await held.invalidate()  # the connection may be broken: never reuse it
+                await held.invalidate()  # the connection may be broken or mid-statement: never reuse it
                 raise
+
+    async def _connect(self) -> AsyncConnection:
+        conn = await (await self.engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
+        if self.timeout_ms:  # this connection only appends: a session setting bounds every append on it
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute(f"SET lock_timeout = {self.timeout_ms}; SET statement_timeout = {self.timeout_ms}")
+        return conn
 
     async def close(self) -> None:
         async with self._holding:

@@ -57,11 +57,13 @@ def _sqlite_durable_wal(dbapi_connection, _record) -> None:
 
 
 class AuditStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, append_timeout: float | None = None) -> None:
+        """`append_timeout`: the server gives up an append's lock wait or statement after it (PostgreSQL)."""
         self.engine = engine
         postgres = engine.dialect.name == "postgresql"
         self._insert = pg_insert if postgres else sqlite_insert
-        self._optimistic = OptimisticAppender(engine) if postgres else None
+        self._timeout_ms = int(append_timeout * 1000) if append_timeout else None
+        self._optimistic = OptimisticAppender(engine, self._timeout_ms) if postgres else None
         database = engine.url.database
         self._sqlite = SqliteAppender(database) if not postgres and database and database != ":memory:" else None
 
@@ -74,6 +76,8 @@ class AuditStore:
             if placed is not None:
                 return placed
         async with self.engine.begin() as conn:
+            if self._timeout_ms:
+                await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {self._timeout_ms}")
             return await self.append_in(conn, records)
 
     async def close(self) -> None:

@@ -10,6 +10,13 @@ order, before anything newer once the store answers again) and `commit` tells
 each request whether it may be answered: always for a tenant that chose
 fail-open, never (AuditUnavailable, a 503) for one that did not.
 
+No request waits on the store for longer than the commit deadline
+(GATEWAY_AUDIT_COMMIT_TIMEOUT_SECONDS, from the moment its record is handed
+over): a batch is given until its oldest record's deadline, then spooled. A
+store that failed is not tried again for a second; meanwhile batches go
+straight to the spool, so a locked or black-holed database costs one deadline,
+not one per batch.
+
 The writer cannot be stopped by a record: whatever goes wrong with one batch
 is that batch's requests' error (503), and the next batch is written. Should
 its task end anyway, `alive` says so (the health probes report it) and every
@@ -20,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import orjson
 from sqlalchemy import select
@@ -32,7 +40,8 @@ from wrapper.audit.store import AuditStore
 logger = logging.getLogger("wrapper.audit")
 
 MAX_BATCH = 500
-REPLAY_RETRY_SECONDS = 1.0
+REPLAY_RETRY_SECONDS = 1.0  # how soon a store that failed is tried again
+DEFAULT_COMMIT_TIMEOUT_SECONDS = 2.0
 
 
 class AuditUnavailable(Exception):
@@ -44,15 +53,20 @@ class _Pending:
     record: dict
     fail_open: bool
     committed: asyncio.Future
+    deadline: float = field(default=0.0)  # loop time by which it is committed or spooled
 
 
 class AuditWriter:
-    def __init__(self, store: AuditStore, spool: Spool) -> None:
+    def __init__(self, store: AuditStore, spool: Spool,
+                 commit_timeout: float = DEFAULT_COMMIT_TIMEOUT_SECONDS) -> None:
         self.store = store
         self.spool = spool
+        self.commit_timeout = commit_timeout
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._store_down = False
+        self._retry_at = 0.0  # monotonic: while down, the store is not tried before this
+        self.progress = time.monotonic()  # when the writer last finished a batch or found nothing to do (watchdog)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -85,19 +99,26 @@ class AuditWriter:
         """Return once the record is durable; raise AuditUnavailable when the request must not be answered."""
         if not self.alive:
             raise AuditUnavailable()
-        pending = _Pending(record, fail_open, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(record, fail_open, loop.create_future(), loop.time() + self.commit_timeout)
         pending.committed.add_done_callback(_retrieve)  # no warning when the waiter was cancelled
         self._queue.put_nowait(pending)
         # A request cancelled while waiting still has its record written: the record is the queue's now, and
         # the writer settles only futures that are still waited for.
         await pending.committed
 
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
     async def _run(self) -> None:
         while True:
+            self.progress = time.monotonic()
             try:
-                first = await asyncio.wait_for(self._queue.get(), REPLAY_RETRY_SECONDS if self.spool.pending else None)
+                first = await asyncio.wait_for(self._queue.get(), REPLAY_RETRY_SECONDS)
             except TimeoutError:
-                await self._replay()  # nothing new, but spooled records are waiting for the store
+                if self.spool.pending and time.monotonic() >= self._retry_at:
+                    await self._replay_bounded()  # nothing new, but spooled records are waiting for the store
                 continue
             # One turn of the event loop before the batch is taken: the requests whose answers arrived in the same
             # turn join it. At c=8 that halves the transactions (and their CPU) for a few µs of latency.
@@ -116,9 +137,15 @@ class AuditWriter:
                     self._queue.task_done()
 
     async def _write(self, batch: list[_Pending]) -> None:
+        if self.spool.pending and time.monotonic() < self._retry_at:
+            # The store failed a moment ago and records wait for it: nobody waits on it again until it is retried.
+            # (A record that could not be written at all is not spooled either: the store is tried at once.)
+            self._spool(batch)
+            return
         try:
-            await self._append([p.record for p in batch])
-        except Exception as exc:  # the store is down or refusing: no record may be lost
+            async with asyncio.timeout_at(batch[0].deadline):  # the oldest's: the queue is first in, first out
+                await self._append([p.record for p in batch])
+        except Exception as exc:  # the store is down, refusing or too slow: no record may be lost
             self._note_store_down(exc)
             self._spool(batch)
             return
@@ -157,6 +184,13 @@ class AuditWriter:
         for pending in batch:
             _settle(pending.committed, None if pending.fail_open else AuditUnavailable())
 
+    async def _replay_bounded(self) -> None:
+        try:
+            async with asyncio.timeout(self.commit_timeout):
+                await self._replay()
+        except TimeoutError as exc:  # what was appended stays; the rest is tried again later
+            self._note_store_down(exc)
+
     async def _replay(self) -> bool:
         """Append every spooled record, oldest first, skipping any already in the store; True when the spool is empty."""
         if not self.spool.pending:
@@ -182,8 +216,10 @@ class AuditWriter:
             return {orjson.loads(row.record).get("event_id") for row in rows}
 
     def _note_store_down(self, exc: Exception) -> None:
+        self._retry_at = time.monotonic() + REPLAY_RETRY_SECONDS
         if not self._store_down:
-            logger.error("the audit store is unavailable (%s: %s); spooling records", type(exc).__name__, exc)
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {self.commit_timeout:g} s"
+            logger.error("the audit store is unavailable (%s); spooling records", reason)
             self._store_down = True
 
 
