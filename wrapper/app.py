@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         with step("authenticate"):
             ctx = await admit_caller(request, Role.app)  # 1. authenticate
         ctx.route = route
-        ctx.body, ctx.upload = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes)
+        ctx.body, ctx.upload = await read_request(request, route, ctx.policy.fields.allow, settings.max_body_bytes,
+                                                  settings.body_timeout_seconds)
         ctx.upstream_headers = api_headers(request.headers, route.passed_headers)
         ctx.cache_control = request.headers.get("cache-control", "").lower()
         answered = await pipeline.run(ctx)  # 2-6. the steps' request halves, in order; one may answer or refuse

@@ -26,10 +26,10 @@ INLINE_PARSE_BYTES = 256 * 1024
 
 
 async def read_request(request: Request, route: Route, extra_fields: frozenset[str],
-                       limit: int) -> tuple[dict, Upload | None]:
+                       limit: int, timeout: float | None = None) -> tuple[dict, Upload | None]:
     """The body of a model call, checked: the route's fields, and the tenant's own extra ones; and the file of a
-    multipart upload."""
-    raw = await read_body(request, limit)
+    multipart upload. A body that has not all arrived `timeout` seconds after its headers is a 408."""
+    raw = await read_body(request, limit, timeout)
     if route.multipart:
         body, upload = await read_form(request.headers, raw, route.fields, extra_fields)
         route.check(body)
@@ -58,16 +58,21 @@ def api_headers(headers, names: tuple[str, ...]) -> dict[str, str]:
     return passed
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):  # a client trickling its body must not hold the request for ever
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise GatewayError(413, f"The request body is larger than {limit} bytes.", code="body_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise GatewayError(408, f"The request body did not arrive within {timeout:g} s.", code="request_timeout",
+                           headers={"connection": "close"}) from None  # the rest of it must not be read as a request
     return b"".join(chunks)
 
 

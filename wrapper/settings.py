@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     # LiteLLM's router owns per-model timeouts; this only stops a wedged LiteLLM holding a request forever.
     upstream_timeout_seconds: float = Field(900.0, gt=0)
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    # The HTTP server's bounds (wrapper/server.py): a slow or idle client cannot hold a connection or a request
+    header_timeout_seconds: float = Field(10.0, gt=0)  # a request's headers, from connecting (or its first byte)
+    body_timeout_seconds: float = Field(60.0, gt=0)  # its whole body, from the end of its headers: else 408
+    keep_alive_seconds: int = Field(30, ge=1)  # an idle kept-alive connection is closed after this
+    max_connections: int = Field(1024, ge=1)  # beyond this many connections or requests in flight: 503 server_busy
+    # SIGTERM: requests in flight (streams too) get this long to finish, then the process stops (k8s grace > it)
+    shutdown_grace_seconds: int = Field(25, ge=0)
     # Of a replica's requests over the last minute, the share that may start a hedge (resilience.hedge_after_ms):
     # an outage must not double the load.
     hedge_budget_percent: float = Field(5.0, ge=0, le=100)

@@ -7,10 +7,12 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 
 import httpx
+import pytest
 
 from tests.support.identity import gateway_cli
 from tests.support.processes import BIN, ROOT, free_port, start, stop, wait_until, write_litellm_config
@@ -226,3 +228,51 @@ def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_
         assert {line["status"] for line in lines} == {200}
     finally:
         stop(process)
+
+
+def test_sigterm_lets_20_streams_in_flight_finish_and_record_them_and_refuses_new_connections(tmp_path, fake_provider):
+    """Graceful shutdown: the wrapper stops accepting, finishes what it is answering, commits the records and signs
+    the heads; LiteLLM, which those streams need, is stopped only after it."""
+    config = tmp_path / "gateway.yaml"
+    key = write_tenants(config, {"solo": {"models": ["long-stream"]}})["solo"]
+    models = write_litellm_config(tmp_path / "litellm_config.yaml", fake_provider.url, {"long-stream": {}})
+    port = free_port()
+    process = start([str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(models)],
+                    tmp_path / "gateway.log", env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()),
+                                                   "GATEWAY_VAR_DIR": str(tmp_path / "var")})
+    try:
+        wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
+        started, finished = threading.Barrier(21), {}
+
+        def stream(n: int) -> None:
+            body = {"model": "long-stream", "stream": True, "messages": [{"role": "user", "content": f"s{n}"}]}
+            lines = []
+            with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30,
+                              headers={"authorization": f"Bearer {key}", "x-request-id": f"drain-{n}"}) as reply:
+                for line in filter(None, reply.iter_lines()):
+                    lines.append(line)
+                    if len(lines) == 1:
+                        started.wait(20)  # every stream is under way before the signal
+            finished[n] = (reply.status_code, lines[-2:])
+
+        threads = [threading.Thread(target=stream, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        started.wait(20)
+        process.send_signal(signal.SIGTERM)  # 4 s streams, about a tenth of the way through
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):  # no new connection once the signal came
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        for thread in threads:
+            thread.join(30)
+        assert process.wait(30) == 0
+    finally:
+        stop(process)
+    assert {n: (status, tail[-1]) for n, (status, tail) in finished.items()} == {
+        n: (200, "data: [DONE]") for n in range(20)}
+    with sqlite3.connect(tmp_path / "var" / "gateway.db") as db:
+        recorded = dict(db.execute("SELECT request_id, status FROM audit_events WHERE request_id LIKE 'drain-%'"))
+        head = db.execute("SELECT seq FROM audit_heads WHERE tenant = 'solo'").fetchone()[0]
+        signed = db.execute("SELECT max(seq) FROM audit_checkpoints WHERE tenant = 'solo'").fetchone()[0]
+    assert recorded == {f"drain-{n}": 200 for n in range(20)}
+    assert signed == head  # the final checkpoint covers them

@@ -148,3 +148,13 @@ def test_the_charts_default_litellm_config_is_the_tuned_one_with_the_demo_provid
     litellm = yaml.safe_load(config_map["data"]["litellm_config.yaml"])
     assert litellm["general_settings"]["custom_auth"] == "custom_callbacks.master_key_auth.user_api_key_auth"
     assert litellm["litellm_settings"]["custom_provider_map"][0]["provider"] == "gateway-demo"
+
+
+def test_shutdown_waits_for_the_drain_before_kubernetes_kills_the_pod():
+    pod = render({"shutdown": {"graceSeconds": 40, "preStopSleepSeconds": 5}})["Deployment"][0]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GATEWAY_SHUTDOWN_GRACE_SECONDS"] == "40"
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    # the drain (40), gateway up's margin before it kills the wrapper (10) and LiteLLM's stop fit in the period
+    assert pod["terminationGracePeriodSeconds"] >= 5 + 40 + 10 + 10

@@ -1,7 +1,10 @@
 """Run the pod pair on one machine: LiteLLM on loopback and the wrapper in front of it.
 
 Both run as child processes; their output is shown line by line with a prefix.
-SIGINT or SIGTERM stops both (exit 0). A child that dies on its own is started
+SIGINT or SIGTERM stops both (exit 0), the wrapper first: it stops accepting
+connections, lets the requests in flight finish (streams too) for up to
+`GATEWAY_SHUTDOWN_GRACE_SECONDS`, commits their records and signs the chains'
+heads; only then is LiteLLM, which those requests need, stopped. A child that dies on its own is started
 again after a backoff (0.5 s, doubling to 8 s; back to 0.5 s once it has run a
 minute); while LiteLLM is down the wrapper answers model calls 503
 `upstream_unavailable` at once and `/readyz` is 503. A child that dies more than
@@ -107,7 +110,9 @@ def wrapper_command(settings: Settings) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "wrapper.app:create_app", "--factory",
         "--host", settings.host, "--port", str(settings.port), *forwarded,
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        "--loop", "uvloop", "--http", "wrapper.server:BoundedHttpTools", "--no-access-log", "--log-level", "warning",
+        "--timeout-keep-alive", str(settings.keep_alive_seconds),
+        "--timeout-graceful-shutdown", str(settings.shutdown_grace_seconds),
     ]
 
 
@@ -126,12 +131,12 @@ async def _start(name: str, command: list[str], env: dict[str, str],
     return process, asyncio.create_task(_relay(name, process.stdout, keep_all))
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
     if process.returncode is not None:
         return
     process.terminate()
     try:
-        await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+        await asyncio.wait_for(process.wait(), grace)
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -182,8 +187,14 @@ async def run_pair(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop_requested.set)
 
     announce = asyncio.create_task(_announce_when_ready(settings))
-    children = {asyncio.create_task(_supervise(name, command, env, settings, stop_requested)): name
-                for name, command in (("litellm", litellm_command(settings)), ("wrapper", wrapper_command(settings)))}
+    wrapper_gone = asyncio.Event()  # LiteLLM is stopped only after the wrapper's requests in flight have finished
+    children = {
+        asyncio.create_task(_supervise("litellm", litellm_command(settings), env, settings, stop_requested,
+                                       stop_after=wrapper_gone)): "litellm",
+        asyncio.create_task(_supervise("wrapper", wrapper_command(settings), env, settings, stop_requested,
+                                       grace=settings.shutdown_grace_seconds + STOP_GRACE_SECONDS,
+                                       stopped=wrapper_gone)): "wrapper",
+    }
     done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
     gave_up = [children[task] for task in done if not task.cancelled() and task.exception() is not None]
     stop_requested.set()  # a stop asked for, or a child given up on: either way the other stops too
@@ -192,6 +203,12 @@ async def run_pair(settings: Settings) -> int:
     if gave_up:
         print(f"[gateway] gave up on {gave_up[0]}; stopped", flush=True)
     return 1 if gave_up else 0
+
+
+async def _wait_unless_dead(event: asyncio.Event, exited: asyncio.Task) -> None:
+    waiting = asyncio.create_task(event.wait())
+    await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
 
 
 class GaveUp(Exception):
@@ -206,9 +223,20 @@ def _kill_group(pid: int) -> None:
 
 
 async def _supervise(name: str, command: list[str], env: dict[str, str], settings: Settings,
-                     stop_requested: asyncio.Event) -> None:
+                     stop_requested: asyncio.Event, grace: float = STOP_GRACE_SECONDS,
+                     stop_after: asyncio.Event | None = None, stopped: asyncio.Event | None = None) -> None:
     """Run a child until a stop is asked for, starting it again when it dies; raises GaveUp once it died more
-    than `restarts_per_minute` times in the last minute."""
+    than `restarts_per_minute` times in the last minute. Asked to stop, it waits for `stop_after` first, then
+    gives the child `grace` seconds after SIGTERM; `stopped` is set once the child is gone for good."""
+    try:
+        await _run_child(name, command, env, settings, stop_requested, grace, stop_after)
+    finally:
+        if stopped is not None:
+            stopped.set()
+
+
+async def _run_child(name: str, command: list[str], env: dict[str, str], settings: Settings,
+                     stop_requested: asyncio.Event, grace: float, stop_after: asyncio.Event | None) -> None:
     deaths: list[float] = []
     backoff = FIRST_BACKOFF_SECONDS
     while True:
@@ -219,7 +247,9 @@ async def _supervise(name: str, command: list[str], env: dict[str, str], setting
         await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if stop_requested.is_set():
-            await _stop(process)
+            if stop_after is not None:
+                await _wait_unless_dead(stop_after, exited)
+            await _stop(process, grace)
             await asyncio.gather(relay, return_exceptions=True)
             exited.cancel()
             return
