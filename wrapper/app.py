@@ -23,7 +23,7 @@ from wrapper.audit.middleware import AuditMiddleware
 from wrapper.audit.signing import gateway_signer
 from wrapper.audit.spool import Spool
 from wrapper.audit.store import AuditStore, make_engine
-from wrapper.audit.writer import AuditWriter
+from wrapper.audit.writer import AuditWriter, audit_state
 from wrapper.auth import authenticate
 from wrapper.auth.oidc import JwksCache
 from wrapper.config import ConfigStore, Role
@@ -33,6 +33,7 @@ from wrapper.observability.log_context import tenant_var
 from wrapper.observability.logs import configure_logging, log_access
 from wrapper.observability.metrics import GatewayMetrics
 from wrapper.observability.request_id import RequestIdMiddleware
+from wrapper.observability.watchdog import Watchdog
 from wrapper.observability.tracing import TracingMiddleware, configure_tracing, step
 from wrapper.guardrails.step import GuardrailStep
 from wrapper.pii import PiiScanner, PiiStep
@@ -141,10 +142,14 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         # by the middleware before the answer ends)
         return await upstream.forward(ctx, client_gone=lambda: wait_for_disconnect(request.receive))
 
+    watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await litellm.start()
         await audit_writer.start()
+        if watchdog:
+            watchdog.start()
         # Everything loaded so far (Presidio, spaCy, SQLAlchemy, the config) lives as long as the process: take
         # it out of the garbage collector's reach. A full collection walked ~200,000 objects (106 ms, stalling
         # every request in flight); after the freeze it walks only what requests leave behind.
@@ -155,6 +160,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         checkpoints.cancel()
         await audit_writer.close()  # every queued record is written before the process ends
         await checkpoint_all(audit_store, signer)
+        if watchdog:
+            watchdog.stop()
         await audit_store.close()
         await litellm.aclose()
         if redis:
@@ -166,6 +173,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     app = FastAPI(title="LLM gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   telemetry=NO_FASTAPI_TELEMETRY)
     install_error_handlers(app)
+    app.state.audit_writer = audit_writer  # for operators' debugging sessions and the probes' tests
 
     async def tenants_models(request: Request) -> dict:
         ctx = await admit_caller(request, Role.app)
@@ -204,16 +212,26 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     async def prometheus(request: Request) -> Response:
         return metrics.scrape(request, settings.metrics_token)
 
+    def check_writer() -> None:
+        """Nothing can be answered without the audit writer: a stopped or stuck one fails both probes (the liveness
+        probe's failure restarts the process; a wedged event loop is the watchdog's)."""
+        if not audit_writer.alive:
+            raise GatewayError(503, "The audit writer has stopped.", code="audit_writer_stopped")
+        if audit_writer.wedged:
+            raise GatewayError(503, "The audit writer is stuck.", code="audit_writer_wedged")
+
     @app.get("/healthz")
     async def healthz() -> dict:
-        if not audit_writer.alive:  # nothing can be answered without it: let the orchestrator restart the process
-            raise GatewayError(503, "The audit writer has stopped.", code="audit_writer_stopped")
+        check_writer()
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz() -> dict:
-        if not audit_writer.alive:
-            raise GatewayError(503, "The audit writer has stopped.", code="audit_writer_stopped")
+        check_writer()
+        audit = await audit_state(audit_writer, audit_store, gateway_config.current())
+        if audit == "unavailable":  # and every tenant fails closed: this replica can answer no one
+            raise GatewayError(503, "The audit store is unavailable and every tenant fails closed.",
+                               code="audit_unavailable")
         try:
             status, _ = await litellm.get("/health/liveliness")
         except GatewayError:
@@ -221,7 +239,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         if status != 200:
             raise GatewayError(503, "LiteLLM is not ready yet.", code="not_ready")
         await upstream.warm_up(catalog.some_model())  # once: the first client's call should not pay for it
-        return {"status": "ready"}
+        return {"status": "ready", "audit_store": audit}
 
     # The layers every request passes, outermost first: its id and context, its span, its audit record (8);
     # then the model calls go straight to the flow above, everything else to FastAPI.

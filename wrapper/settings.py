@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(1024, ge=1)  # beyond this many connections or requests in flight: 503 server_busy
     # SIGTERM: requests in flight (streams too) get this long to finish, then the process stops (k8s grace > it)
     shutdown_grace_seconds: int = Field(25, ge=0)
+    # The process exits (70) when its event loop has not turned for this long, to be restarted (0: never)
+    watchdog_seconds: float = Field(30.0, ge=0)
     # Of a replica's requests over the last minute, the share that may start a hedge (resilience.hedge_after_ms):
     # an outage must not double the load.
     hedge_budget_percent: float = Field(5.0, ge=0, le=100)

@@ -78,7 +78,7 @@ def test_models_lists_the_configured_models(stack):
 
 def test_health_and_readiness(stack):
     assert httpx.get(f"{stack.url}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{stack.url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{stack.url}/readyz").json() == {"status": "ready", "audit_store": "ok"}
 
 
 def test_a_traced_request_is_served_and_its_trace_continues_into_litellm(stack):

@@ -59,6 +59,8 @@ class InProcessLiteLLM:
         return UpstreamStream(dict(response.headers), time.perf_counter() - started, chunks(), lambda: None)
 
     async def get(self, path: str) -> tuple[int, bytes]:
+        if path == "/health/liveliness":  # LiteLLM's own liveness route: this stand-in is always up
+            return 200, b'"I\'m alive!"'
         response = await self._client.get(path)
         return response.status_code, response.content
 
@@ -112,8 +114,9 @@ async def in_process_gateway(tmp_path, tenant: dict = TENANT, models: dict = MOD
     keys["auditor"] = edit.create_key(config, "acme", "auditor", None, Role.auditor)[1]
     litellm_config = write_litellm_config(tmp_path / "litellm_config.yaml", "http://unused",
                                           {m: {"tier": b["tier"]} if "tier" in b else {} for m, b in models.items()})
+    settings_overrides.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
     settings = Settings(config=config, litellm_config=litellm_config, internal_secret="in-process", var_dir=tmp_path / "var",
-                        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}", **settings_overrides)
+                        **settings_overrides)
     await upgrade_database(settings.database_url)
     provider = FakeProvider({m: {k: v for k, v in b.items() if k != "tier"} for m, b in models.items()})
     app = create_app(settings, litellm=InProcessLiteLLM(provider))

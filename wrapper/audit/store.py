@@ -11,6 +11,7 @@ which is the same guarantee in one round trip.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -79,6 +80,15 @@ class AuditStore:
             if self._timeout_ms:
                 await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {self._timeout_ms}")
             return await self.append_in(conn, records)
+
+    async def reachable(self, timeout: float) -> bool:
+        """The store answers a trivial query within `timeout` (the readiness probe's question)."""
+        try:
+            async with asyncio.timeout(timeout), self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+        except Exception:
+            return False
+        return True
 
     async def close(self) -> None:
         """Release every connection (the writer's held one too)."""

@@ -42,6 +42,7 @@ logger = logging.getLogger("wrapper.audit")
 MAX_BATCH = 500
 REPLAY_RETRY_SECONDS = 1.0  # how soon a store that failed is tried again
 DEFAULT_COMMIT_TIMEOUT_SECONDS = 2.0
+WEDGED_AFTER_SECONDS = 10.0  # beyond the deadline: only a bug, or a driver deaf to cancellation, takes this long
 
 
 class AuditUnavailable(Exception):
@@ -108,8 +109,15 @@ class AuditWriter:
         await pending.committed
 
     @property
-    def waiting(self) -> int:
-        return self._queue.qsize()
+    def wedged(self) -> bool:
+        """Alive but stuck: it has not come round its loop (at least once a second when idle, once per batch, each
+        bounded by the deadline) for far longer than any batch may take."""
+        return self.alive and time.monotonic() - self.progress > self.commit_timeout + WEDGED_AFTER_SECONDS
+
+    @property
+    def store_down(self) -> bool:
+        """The last write to the store failed (records are being spooled)."""
+        return self._store_down
 
     async def _run(self) -> None:
         while True:
@@ -149,9 +157,7 @@ class AuditWriter:
             self._note_store_down(exc)
             self._spool(batch)
             return
-        if self._store_down:
-            logger.warning("the audit store is available again")
-            self._store_down = False
+        self._note_store_up()
         for pending in batch:
             _settle(pending.committed)
 
@@ -206,6 +212,7 @@ class AuditWriter:
             return False
         self.spool.clear()
         logger.warning("replayed %d spooled audit records", len(records))
+        self._note_store_up()
         return True
 
     async def _already_written(self, records: list[dict]) -> set[str]:
@@ -215,12 +222,28 @@ class AuditWriter:
                                       .where(audit_events.c.request_id.in_({r["request_id"] for r in records})))
             return {orjson.loads(row.record).get("event_id") for row in rows}
 
+    def _note_store_up(self) -> None:
+        if self._store_down:
+            logger.warning("the audit store is available again")
+            self._store_down = False
+
     def _note_store_down(self, exc: Exception) -> None:
         self._retry_at = time.monotonic() + REPLAY_RETRY_SECONDS
         if not self._store_down:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {self.commit_timeout:g} s"
             logger.error("the audit store is unavailable (%s); spooling records", reason)
             self._store_down = True
+
+
+async def audit_state(writer: AuditWriter, store: AuditStore, config) -> str:
+    """For /readyz: `ok`; `spooling` (the store is unavailable: fail-open tenants are answered, their records
+    spooled; fail-closed ones get 503); `unavailable` (and every tenant fails closed: nobody can be answered).
+    A replica stays ready while it can answer some tenant: with one database behind every replica, taking them
+    all out of the load balancer would turn the fail-open tenants' outage-proof answers into refused connections."""
+    if not writer.store_down and await store.reachable(writer.commit_timeout):
+        return "ok"
+    every_tenant_closed = all(tenant.audit.on_store_failure != "open" for tenant in config.tenants.values())
+    return "unavailable" if every_tenant_closed else "spooling"
 
 
 def _settle(future: asyncio.Future, error: Exception | None = None) -> None:
