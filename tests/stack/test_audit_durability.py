@@ -8,9 +8,11 @@ wrapper without disturbing the other tests.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -219,3 +221,70 @@ def _complete_json(content: bytes) -> bool:
         return "choices" in orjson.loads(content)
     except orjson.JSONDecodeError:
         return False
+
+
+def test_two_replicas_on_one_database_one_sigkilled_under_load_every_200_has_its_record_and_the_survivor_answers(
+        stack, tmp_path):
+    """As a deployment runs them: two wrappers (one signing key, one PostgreSQL), clients spread over both; one is
+    killed with SIGKILL mid-load. Every answer either gave has its record, the chains verify, the other goes on."""
+    database = f"gw_replicas_{uuid.uuid4().hex[:12]}"
+    as_superuser(f'CREATE DATABASE "{database}"')
+    database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+    config = tmp_path / "gateway.yaml"
+    keys = write_tenants(config, {"strict": {"models": ["*"]}, "lenient": {"models": ["*"], "audit": {"on_store_failure": "open"}}})
+    env = {"GATEWAY_CONFIG": str(config), "GATEWAY_DATABASE_URL": database_url,
+           "GATEWAY_LITELLM_PORT": stack.litellm_url.rsplit(":", 1)[1], "GATEWAY_LITELLM_CONFIG": str(stack.litellm_config),
+           "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET,
+           "GATEWAY_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode()}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    replicas = [start_wrapper(tmp_path / name, env, ready="/readyz") for name in ("a", "b")]
+    answered: dict[str, str] = {}  # request id -> the replica that answered it 200
+    survivor_after_kill: list[int] = []
+    killed = threading.Event()
+
+    def client(n: int) -> None:
+        replica = replicas[n % 2]
+        tenant = ("strict", "lenient")[n // 2 % 2]
+        with httpx.Client(timeout=30) as http:
+            for i in range(10_000):
+                if replica is replicas[0] and killed.is_set():
+                    return
+                if replica is replicas[1] and len(survivor_after_kill) >= 100:
+                    return
+                rid = f"replica-{n}-{i}"
+                body = {**CHAT, "stream": i % 2 == 0}
+                try:
+                    with http.stream("POST", f"{replica.url}/v1/chat/completions", json=body,
+                                     headers={"authorization": f"Bearer {keys[tenant]}", "x-request-id": rid}) as r:
+                        content = r.read()
+                except httpx.HTTPError:
+                    continue  # the killed replica
+                complete = b"data: [DONE]" in content if body["stream"] else _complete_json(content)
+                if r.status_code == 200 and complete:
+                    answered[rid] = replica.url
+                    if replica is replicas[1] and killed.is_set():
+                        survivor_after_kill.append(1)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(client, n) for n in range(16)]
+            deadline = time.monotonic() + 30
+            while len(answered) <= 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(replicas[0].process.pid, signal.SIGKILL)
+            killed.set()
+            for future in futures:
+                future.result(timeout=120)
+        assert len(survivor_after_kill) >= 100, "the survivor stopped answering"
+        recorded = {row["request_id"] for row in query(database_url, "SELECT request_id FROM audit_events")}
+        missing = [rid for rid in answered if rid not in recorded]
+        by_replica = {url: sum(1 for u in answered.values() if u == url) for url in (r.url for r in replicas)}
+        print(f"answered 200 by each replica: {by_replica}; missing records: {len(missing)}")
+        assert missing == [], f"{len(missing)} of {len(answered)} answered requests have no record"
+        verify = subprocess.run([str(BIN / "gateway"), "audit", "verify"], capture_output=True, text=True,
+                                env={**os.environ, **env, "GATEWAY_VAR_DIR": str(tmp_path / "b" / "var")})
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        replicas[1].stop()
+        as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
