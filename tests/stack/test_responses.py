@@ -213,3 +213,18 @@ def test_hostile_input_items_paging_is_refused_and_the_listing_still_works(stack
     reply = httpx.get(f"{stack.url}/v1/responses/{first.id}/input_items", params=query, headers=stack.auth, timeout=30)
     assert reply.status_code == status and "error" in reply.json(), reply.text
     assert len(openai_client.responses.input_items.list(first.id).data) == 1
+
+
+def test_continuing_deleted_responses_does_not_take_the_model_away_from_anyone(stack, openai_client):
+    """The provider's 404 for a response it no longer has is the caller's error, not the deployment's: LiteLLM 1.108.5
+    cooled a deployment down for every tenant on one (a tenant could take a model away from the others at will).
+    The LiteLLM configs the gateway ships (and the stack's) allow 404s without cooldown."""
+    gone = openai_client.responses.create(model="fake-echo", input="soon deleted")
+    assert httpx.delete(f"{stack.url}/v1/responses/{gone.id}", headers=stack.auth, timeout=30).status_code == 200
+    for _ in range(5):
+        follow = httpx.post(f"{stack.url}/v1/responses", headers=stack.auth, timeout=30,
+                            json={"model": "fake-echo-continues", "input": "again?", "previous_response_id": gone.id})
+        assert follow.status_code == 404, follow.text
+    after = httpx.post(f"{stack.url}/v1/chat/completions", headers=stack.auth, timeout=30,
+                       json={"model": "fake-echo-continues", "messages": [{"role": "user", "content": "still there?"}]})
+    assert after.status_code == 200, after.text  # the deployment serves every tenant still

@@ -85,6 +85,7 @@ def write_litellm_config(path: Path, fake_url: str, models: dict[str, dict],
         "  include_cost_in_streaming_usage: true",
         "router_settings:",
         "  num_retries: 0",
+        "  allowed_fails_policy: {NotFoundErrorAllowedFails: 1000000}",  # as the shipped configs (config check)
         *([f"  fallbacks: {json.dumps([{group: to} for group, to in fallbacks.items()])}"] if fallbacks else []),
         "general_settings:",
         "  master_key: os.environ/LITELLM_MASTER_KEY",

@@ -115,7 +115,8 @@ async def test_a_key_created_to_expire_is_refused_from_then_on(gateway, capsys):
 def test_config_check_names_an_unknown_model_an_unknown_endpoint_and_an_invalid_policy(tmp_path, capsys):
     litellm = tmp_path / "litellm_config.yaml"
     litellm.write_text("model_list:\n  - model_name: real\n    litellm_params: {model: openai/real}\n"
-                       "    model_info: {gateway_tier: cheap}\n")
+                       "    model_info: {gateway_tier: cheap}\n"
+                       "router_settings: {allowed_fails_policy: {NotFoundErrorAllowedFails: 1000000}}\n")
     config = tmp_path / "gateway.yaml"
     cases = {
         "unknown model": ({"tenants": {"acme": {"models": ["real", "imaginary"]}}}, "tenants.acme.models[1]: unknown model 'imaginary'"),
@@ -133,6 +134,10 @@ def test_config_check_names_an_unknown_model_an_unknown_endpoint_and_an_invalid_
     config.write_text(yaml.safe_dump({"tenants": {"acme": {"models": ["real"]}}}))
     code, out, _ = cli(capsys, "config", "check", "--config", str(config), "--litellm-config", str(litellm), "--json")
     assert code == 0 and json.loads(out) == {"ok": True, "problems": []}
+    # A LiteLLM config that lets one tenant's provider 404 cool a deployment down for all (issue 16's finding)
+    litellm.write_text(litellm.read_text().replace("router_settings: {allowed_fails_policy: {NotFoundErrorAllowedFails: 1000000}}\n", ""))
+    code, out, err = cli(capsys, "config", "check", "--config", str(config), "--litellm-config", str(litellm))
+    assert code == 1 and "NotFoundErrorAllowedFails is unset" in out + err
 
 
 async def test_config_show_is_the_config_in_force_without_key_hashes(gateway, capsys):

@@ -11,6 +11,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
+import yaml
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from wrapper.config import ConfigError, GatewayConfig, Mode, Role, load_config
@@ -182,7 +183,22 @@ def config_problems(config: GatewayConfig, settings: Settings) -> list[str]:
                      f"(in {settings.litellm_config})"
                      for where, policy in places if policy.mode is not Mode.off
                      for tier in policy.tiers if tier not in catalog.tiers]
-    return problems
+    return problems + _cooldown_problems(settings.litellm_config)
+
+
+def _cooldown_problems(path) -> list[str]:
+    """LiteLLM 1.108.5 cools a deployment down, for every tenant, on a provider's 404, which a tenant can cause at
+    will (continuing a response it deleted): the config must allow 404s."""
+    try:
+        router = (yaml.safe_load(path.read_text()) or {}).get("router_settings") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []  # the catalog has said what is wrong with the file
+    allowed = (router.get("allowed_fails_policy") or {}).get("NotFoundErrorAllowedFails")
+    if isinstance(allowed, int) and allowed >= 1000:
+        return []
+    said = "unset" if allowed is None else repr(allowed)
+    return [f"{path}: router_settings.allowed_fails_policy.NotFoundErrorAllowedFails is {said}: one tenant's provider 404 (continuing a deleted response) "
+            "would cool the deployment down for every tenant; set it to 1000000"]
 
 
 def _config_check(args, settings: Settings) -> int:
