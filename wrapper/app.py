@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from contextlib import asynccontextmanager
 
 import orjson
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from wrapper.audit.api import audit_router
 from wrapper.audit.checkpoints import checkpoint_all, checkpoint_periodically
 from wrapper.audit.costs import costs_router
+from wrapper.audit.journal import StreamJournal, spool_stranded
 from wrapper.audit.middleware import AuditMiddleware
 from wrapper.audit.signing import gateway_signer
 from wrapper.audit.spool import Spool
@@ -92,7 +94,9 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     gateway_config = ConfigStore(settings.config)
     jwks = JwksCache()
     audit_store = AuditStore(make_engine(settings.database_url), settings.audit_commit_timeout_seconds)
-    audit_writer = AuditWriter(audit_store, Spool(settings.audit_spool), settings.audit_commit_timeout_seconds)
+    spool = Spool(settings.audit_spool)
+    audit_writer = AuditWriter(audit_store, spool, settings.audit_commit_timeout_seconds)
+    journal = StreamJournal(settings.var_dir / "streams-in-flight.ndjson")
     signer = gateway_signer(settings)
     metrics = GatewayMetrics(settings.metrics_users)
     catalog = ModelCatalog.from_litellm_config(settings.litellm_config)  # what LiteLLM serves, as it reads it
@@ -147,6 +151,8 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await litellm.start()
+        if stranded := spool_stranded(journal, spool):  # streams the last process died in: their records first
+            logging.getLogger("wrapper.audit").warning("%d streams were cut by the last stop; recording them", stranded)
         await audit_writer.start()
         if watchdog:
             watchdog.start()
@@ -159,6 +165,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         yield
         checkpoints.cancel()
         await audit_writer.close()  # every queued record is written before the process ends
+        journal.close()
         await checkpoint_all(audit_store, signer)
         if watchdog:
             watchdog.stop()
@@ -253,7 +260,7 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
         f"{method.upper()} {path}" for path, methods in app.openapi()["paths"].items() for method in methods]
     served = ModelRoutes(model_routes, model_call, app)
     observers = (metrics.observe, model_health.observe, *((log_access,) if settings.access_log else ()))
-    served = AuditMiddleware(served, audit_writer, observers=observers, finishers=(finish_admission,))
+    served = AuditMiddleware(served, audit_writer, observers=observers, finishers=(finish_admission,), journal=journal)
     if traced:
         served = TracingMiddleware(served)  # a span per request, continuing the client's traceparent
     return GatewayApp(RequestIdMiddleware(served), app)

@@ -62,7 +62,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._began = False
         super().on_headers_complete()
 
-    def _start_asgi_task(self, cycle, app) -> None:
+    def _start_asgi_task(self, cycle, app) -> None:  # uvicorn 0.54's (pinned): where each request's app is chosen
         if len(self.connections) > self.max_connections or len(self.tasks) >= self.max_connections:
             _busy_warning()
             app = _server_busy

@@ -40,6 +40,7 @@ class Wrapper:
     database_url: str
     spool: Path
     keys: dict[str, str]
+    env: dict[str, str]  # what it was started with (a test may start it again)
 
     def post(self, key: str, body: dict, request_id: str, timeout: float = 30) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=timeout,
@@ -59,7 +60,7 @@ def wrapper(stack, tmp_path):
            "GATEWAY_LITELLM_PORT": stack.litellm_url.rsplit(":", 1)[1], "GATEWAY_LITELLM_CONFIG": str(stack.litellm_config),
            "GATEWAY_LITELLM_MASTER_KEY": MASTER_KEY, "GATEWAY_INTERNAL_SECRET": INTERNAL_SECRET}
     lone = start_wrapper(tmp_path, env, ready="/readyz")
-    yield Wrapper(lone.url, lone.process, database, database_url, tmp_path / "var" / "audit-spool.ndjson", keys)
+    yield Wrapper(lone.url, lone.process, database, database_url, tmp_path / "var" / "audit-spool.ndjson", keys, env)
     lone.stop()
     as_superuser(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -288,3 +289,50 @@ def test_two_replicas_on_one_database_one_sigkilled_under_load_every_200_has_its
     finally:
         replicas[1].stop()
         as_superuser(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def test_streams_cut_by_a_sigkill_are_recorded_when_the_wrapper_starts_again(wrapper, tmp_path):
+    """The provider had the prompt and the client part of an answer: the journal of streams in flight gives each
+    its record (502 gateway_stopped) at the next start, in a chain that verifies."""
+    ids = [f"cut-{uuid.uuid4().hex[:8]}-{n}" for n in range(6)]
+    flowing = threading.Barrier(len(ids) + 1)
+
+    def stream(rid: str) -> None:
+        body = {"model": "long-stream", "stream": True, "messages": [{"role": "user", "content": rid}]}
+        headers = {"authorization": f"Bearer {wrapper.keys['strict']}", "x-request-id": rid}
+        try:
+            with httpx.stream("POST", f"{wrapper.url}/v1/chat/completions", json=body, headers=headers,
+                              timeout=30) as reply:
+                for index, _ in enumerate(reply.iter_lines()):
+                    if index == 2:
+                        flowing.wait(20)
+        except httpx.HTTPError:
+            pass  # cut by the kill
+
+    threads = [threading.Thread(target=stream, args=(rid,)) for rid in ids]
+    for thread in threads:
+        thread.start()
+    flowing.wait(20)  # every stream has had content
+    os.kill(wrapper.process.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(30)
+    assert query(wrapper.database_url, "SELECT request_id FROM audit_events WHERE request_id = ANY($1)", ids) == []
+
+    again = start_wrapper(tmp_path, wrapper.env, ready="/readyz")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = query(wrapper.database_url, "SELECT request_id, status, record FROM audit_events "
+                                               "WHERE request_id = ANY($1)", ids)
+            if len(rows) == len(ids):
+                break
+            time.sleep(0.2)
+        assert sorted(row["request_id"] for row in rows) == sorted(ids)
+        for row in rows:
+            record = orjson.loads(row["record"])
+            assert (row["status"], record["error_code"], record["model"]) == (502, "gateway_stopped", "long-stream")
+            assert record["content"]["request_sha256"]  # what was sent, provable
+        verify = gateway_verify(wrapper)
+        assert verify.returncode == 0, verify.stdout
+    finally:
+        again.stop()

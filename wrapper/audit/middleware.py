@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from wrapper.audit.journal import StreamJournal
 from wrapper.audit.record import Delivery, build_record
 from wrapper.audit.writer import AuditUnavailable, AuditWriter
 from wrapper.context import RequestContext, request_context
@@ -36,9 +37,11 @@ _OVERHEAD_HEADER = b"x-gateway-overhead-ms"
 
 class AuditMiddleware:
     def __init__(self, app, writer: AuditWriter, observers: tuple[Callable[[dict], None], ...] = (),
-                 finishers: tuple[Callable[[RequestContext], Awaitable[None] | None], ...] = ()) -> None:
+                 finishers: tuple[Callable[[RequestContext], Awaitable[None] | None], ...] = (),
+                 journal: StreamJournal | None = None) -> None:
         self.app = app
         self.writer = writer
+        self.journal = journal  # streams in flight: a crash mid-stream still leaves their records
         self.observers = observers  # see every record once it is built (metrics)
         # run once the request has ended, however it ended (admission's settlement); None when there is nothing to do
         self.finishers = finishers
@@ -49,7 +52,8 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         ctx = request_context(scope)
-        exchange = _Exchange(ctx, Delivery(scope["method"], scope["path"]), self.writer, send, self.observers)
+        exchange = _Exchange(ctx, Delivery(scope["method"], scope["path"]), self.writer, send, self.observers,
+                             self.journal)
         try:
             await self.app(scope, receive, exchange.send)
         except BaseException:
@@ -77,11 +81,14 @@ class AuditMiddleware:
 class _Exchange:
     """One response on its way out: hashed as it passes, held until its record is committed."""
 
-    def __init__(self, ctx: RequestContext, delivery: Delivery, writer: AuditWriter, send, observers) -> None:
+    def __init__(self, ctx: RequestContext, delivery: Delivery, writer: AuditWriter, send, observers,
+                 journal: StreamJournal | None = None) -> None:
         self.ctx, self.delivery, self.writer, self._send, self.observers = ctx, delivery, writer, send, observers
+        self.journal = journal
         self._digest = hashlib.sha256()
         self._start: dict | None = None  # held until the answer is committed, or until it starts to flow
         self.recorded = False
+        self._provisional: str | None = None  # the journaled record's event id, while the stream flows
 
     async def send(self, message) -> None:
         if message["type"] == "http.response.start":
@@ -90,6 +97,7 @@ class _Exchange:
             self._start = message
             if self.delivery.streamed:
                 await self._flow()  # an event stream's headers go out at once: time to first token matters
+                self._journal_stream()
             return
         if message["type"] != "http.response.body":
             await self._send(message)
@@ -141,8 +149,31 @@ class _Exchange:
         await self._send(start)
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
+    def _journal_stream(self) -> None:
+        """The record this stream leaves if the process dies before its end: what was sent where, and that the
+        client's stream was cut (502 gateway_stopped)."""
+        if self.journal is None:
+            return
+        cut = Delivery(self.delivery.method, self.delivery.path, status=502, streamed=True,
+                       error={"type": "gateway_stopped", "code": "gateway_stopped"})
+        try:
+            provisional = build_record(self.ctx, cut)
+            self.journal.opened(provisional)
+        except Exception:  # never the stream's undoing: it would only lack the crash-time record
+            logger.exception("could not journal a stream in flight")
+            return
+        self._provisional = provisional["event_id"]
+
     async def record(self, answering: bool) -> bool:
         """Commit this request's record; False when the answer must be withheld."""
+        try:
+            return await self._record(answering)
+        finally:
+            if self._provisional is not None:  # its own record has been handed over: the journal's is not needed
+                self.journal.closed(self._provisional)
+                self._provisional = None
+
+    async def _record(self, answering: bool) -> bool:
         self.recorded = True
         delivery = self.delivery
         delivery.completed = time.perf_counter()
