@@ -40,6 +40,8 @@ bench: install
 	$(VENV)/bin/python bench/cache_isolation.py
 	$(VENV)/bin/python bench/guardrails.py
 	$(VENV)/bin/python bench/guardrails_injection.py
+	$(VENV)/bin/python bench/chaos.py
+	$(VENV)/bin/python bench/soak.py
 
 install: $(VENV)/.installed
 

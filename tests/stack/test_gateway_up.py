@@ -34,6 +34,23 @@ def start_pair(tmp_path, **env: str) -> tuple[subprocess.Popen, int, int]:
     return process, port, litellm_port
 
 
+def start_pair_with(tmp_path, fake_provider, model: str) -> tuple[subprocess.Popen, int, str]:
+    """`gateway up` in front of the fake provider's `model`, ready; with tenant solo's key."""
+    config = tmp_path / "gateway.yaml"
+    key = write_tenants(config, {"solo": {"models": [model]}})["solo"]
+    models = write_litellm_config(tmp_path / "litellm_config.yaml", fake_provider.url, {model: {}})
+    port = free_port()
+    process = start([str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(models)],
+                    tmp_path / "gateway.log", env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()),
+                                                   "GATEWAY_VAR_DIR": str(tmp_path / "var")})
+    try:
+        wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
+    except BaseException:
+        stop(process)
+        raise
+    return process, port, key
+
+
 def children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -132,15 +149,8 @@ def test_a_child_that_keeps_dying_is_given_up_on_and_the_exit_is_nonzero(tmp_pat
 
 def test_litellm_is_warmed_up_before_ready_and_no_provider_sees_it(tmp_path, fake_provider):
     """LiteLLM's first stream used to arrive in one piece (~150 ms late, its set-up): the wrapper warms it up first."""
-    config = tmp_path / "gateway.yaml"
-    key = write_tenants(config, {"solo": {"models": ["paced"]}})["solo"]
-    models = write_litellm_config(tmp_path / "litellm_config.yaml", fake_provider.url, {"paced": {}})
-    port = free_port()
-    process = start([str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(models)],
-                    tmp_path / "gateway.log", env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()),
-                                                   "GATEWAY_VAR_DIR": str(tmp_path / "var")})
+    process, port, key = start_pair_with(tmp_path, fake_provider, "paced")
     try:
-        wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
         marker = f"first-{uuid.uuid4().hex}"
         arrivals = []
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
@@ -233,15 +243,8 @@ def test_the_demo_answers_each_kind_of_request_sensibly_and_its_costs_are_usage_
 def test_sigterm_lets_20_streams_in_flight_finish_and_record_them_and_refuses_new_connections(tmp_path, fake_provider):
     """Graceful shutdown: the wrapper stops accepting, finishes what it is answering, commits the records and signs
     the heads; LiteLLM, which those streams need, is stopped only after it."""
-    config = tmp_path / "gateway.yaml"
-    key = write_tenants(config, {"solo": {"models": ["long-stream"]}})["solo"]
-    models = write_litellm_config(tmp_path / "litellm_config.yaml", fake_provider.url, {"long-stream": {}})
-    port = free_port()
-    process = start([str(BIN / "gateway"), "up", "--config", str(config), "--litellm-config", str(models)],
-                    tmp_path / "gateway.log", env={"GATEWAY_PORT": str(port), "GATEWAY_LITELLM_PORT": str(free_port()),
-                                                   "GATEWAY_VAR_DIR": str(tmp_path / "var")})
+    process, port, key = start_pair_with(tmp_path, fake_provider, "long-stream")
     try:
-        wait_until(f"http://127.0.0.1:{port}/readyz", 90, process, tmp_path / "gateway.log")
         started, finished = threading.Barrier(21), {}
 
         def stream(n: int) -> None:
