@@ -67,7 +67,7 @@ class AuditWriter:
         self._task: asyncio.Task | None = None
         self._store_down = False
         self._retry_at = 0.0  # monotonic: while down, the store is not tried before this
-        self.progress = time.monotonic()  # when the writer last finished a batch or found nothing to do (watchdog)
+        self._busy_since: float | None = None  # when the batch (or replay) in the works was taken up
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -110,9 +110,10 @@ class AuditWriter:
 
     @property
     def wedged(self) -> bool:
-        """Alive but stuck: it has not come round its loop (at least once a second when idle, once per batch, each
-        bounded by the deadline) for far longer than any batch may take."""
-        return self.alive and time.monotonic() - self.progress > self.commit_timeout + WEDGED_AFTER_SECONDS
+        """Alive but stuck: a batch (or a replay), each bounded by the deadline, in the works for far longer."""
+        busy_since = self._busy_since
+        return (self.alive and busy_since is not None
+                and time.monotonic() - busy_since > self.commit_timeout + WEDGED_AFTER_SECONDS)
 
     @property
     def store_down(self) -> bool:
@@ -121,13 +122,15 @@ class AuditWriter:
 
     async def _run(self) -> None:
         while True:
-            self.progress = time.monotonic()
+            self._busy_since = None
             try:
-                first = await asyncio.wait_for(self._queue.get(), REPLAY_RETRY_SECONDS)
+                first = await asyncio.wait_for(self._queue.get(), REPLAY_RETRY_SECONDS if self.spool.pending else None)
             except TimeoutError:
-                if self.spool.pending and time.monotonic() >= self._retry_at:
+                if time.monotonic() >= self._retry_at:
+                    self._busy_since = time.monotonic()
                     await self._replay_bounded()  # nothing new, but spooled records are waiting for the store
                 continue
+            self._busy_since = time.monotonic()
             # One turn of the event loop before the batch is taken: the requests whose answers arrived in the same
             # turn join it. At c=8 that halves the transactions (and their CPU) for a few µs of latency.
             await asyncio.sleep(0)
