@@ -158,3 +158,8 @@ def test_shutdown_waits_for_the_drain_before_kubernetes_kills_the_pod():
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     # the drain (40), gateway up's margin before it kills the wrapper (10) and LiteLLM's stop fit in the period
     assert pod["terminationGracePeriodSeconds"] >= 5 + 40 + 10 + 10
+
+
+def test_litellm_runs_two_workers_so_that_one_crashing_is_not_an_outage():
+    [container] = render()["Deployment"][0]["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["GATEWAY_LITELLM_WORKERS"] == "2"
