@@ -176,6 +176,9 @@ class RequestContext:
     # What the output guardrails mask, applied to an answer's text before the audit record keeps it (content
     # `full`): a secret the model wrote is not in the log either
     record_mask: Callable[[str], str] | None = None
+    # The forwarded body's hash, once computed: a stream's provisional record (wrapper/audit/journal.py) and its
+    # final one both carry it, and a large prompt costs ~0.3 ms per 100 KB to hash
+    request_sha256: str | None = None
 
     def overhead_ms(self, waited_seconds: float) -> str:
         return f"{(time.perf_counter() - self.started_at - waited_seconds) * 1000:.3f}"

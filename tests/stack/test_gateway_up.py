@@ -110,6 +110,11 @@ def _litellm_of(process) -> int:
     return next(pid for pid in children_of(process.pid) if "litellm" in open(f"/proc/{pid}/cmdline").read())
 
 
+def _workers_of(litellm: int) -> list[int]:
+    """LiteLLM's worker processes (uvicorn's, spawned by multiprocessing), not its resource tracker."""
+    return [pid for pid in children_of(litellm) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+
+
 def test_when_litellm_dies_it_is_started_again_and_meanwhile_model_calls_fail_at_once(tmp_path):
     process, port, _ = start_pair(tmp_path)
     try:
@@ -142,7 +147,7 @@ def test_with_two_litellm_workers_a_crashed_worker_costs_only_its_requests_in_fl
     process, port, _ = start_pair(tmp_path, GATEWAY_LITELLM_WORKERS="2")
     try:
         litellm = _litellm_of(process)
-        workers = [pid for pid in children_of(litellm) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+        workers = _workers_of(litellm)
         assert len(workers) == 2
         statuses: list[int] = []
         crashed = threading.Event()
@@ -163,7 +168,7 @@ def test_with_two_litellm_workers_a_crashed_worker_costs_only_its_requests_in_fl
         assert statuses.count(200) >= 100 and set(statuses) <= {200, 502}, statuses  # 502: the one it was answering
         assert statuses.count(502) <= 2
         assert _litellm_of(process) == litellm  # no restart of the pair: the manager replaced its worker
-        respawned = [pid for pid in children_of(litellm) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+        respawned = _workers_of(litellm)
         assert len(respawned) == 2 and workers[0] not in respawned
     finally:
         stop(process)

@@ -104,8 +104,9 @@ def _content(ctx: RequestContext, delivery: Delivery) -> dict:
     if policy == AuditContent.none:
         return {"policy": "none"}
     if policy == AuditContent.hash:
-        request_hash = sha256_hex(canonical(ctx.body).encode()) if ctx.body is not None else None
-        return {"policy": "hash", "request_sha256": request_hash, "response_sha256": delivery.response_sha256}
+        if ctx.request_sha256 is None and ctx.body is not None:
+            ctx.request_sha256 = sha256_hex(canonical(ctx.body).encode())
+        return {"policy": "hash", "request_sha256": ctx.request_sha256, "response_sha256": delivery.response_sha256}
     stream = ctx.outcome.stream
     if delivery.streamed:
         response = "".join(stream.text) if stream else None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import select
@@ -54,7 +54,7 @@ class _Pending:
     record: dict
     fail_open: bool
     committed: asyncio.Future
-    deadline: float = field(default=0.0)  # loop time by which it is committed or spooled
+    deadline: float  # loop time by which it is committed or spooled
 
 
 class AuditWriter:

@@ -197,8 +197,9 @@ def _cooldown_problems(path) -> list[str]:
     if isinstance(allowed, int) and allowed >= 1000:
         return []
     said = "unset" if allowed is None else repr(allowed)
-    return [f"{path}: router_settings.allowed_fails_policy.NotFoundErrorAllowedFails is {said}: one tenant's provider 404 (continuing a deleted response) "
-            "would cool the deployment down for every tenant; set it to 1000000"]
+    return [f"{path}: router_settings.allowed_fails_policy.NotFoundErrorAllowedFails is {said}: one tenant's "
+            "provider 404 (continuing a deleted response) would cool the deployment down for every tenant; "
+            "set it to 1000000"]
 
 
 def _config_check(args, settings: Settings) -> int:
