@@ -51,7 +51,7 @@ from wrapper.ownership.lookups import response_lookups
 from wrapper.cache.step import CacheStep
 from wrapper.cache.semantic import LocalIndex, RedisIndex
 from wrapper.cache.store import LocalCache, RedisCache
-from wrapper.pipeline import Pipeline
+from wrapper.pipeline import Pipeline, decided
 from wrapper.request import api_headers, read_request
 from wrapper.routes import Route
 from wrapper.routes.chat import ChatRoute
@@ -144,7 +144,10 @@ def create_app(settings: Settings | None = None, litellm: LiteLLMClient | None =
             return answered
         # 7-8. LiteLLM, and the answer back through the steps' response halves (the audit record is committed
         # by the middleware before the answer ends)
-        return await upstream.forward(ctx, client_gone=lambda: wait_for_disconnect(request.receive))
+        try:
+            return await upstream.forward(ctx, client_gone=lambda: wait_for_disconnect(request.receive))
+        finally:  # forward waits for admission before LiteLLM hears of the request; had it failed sooner, what
+            await decided(ctx, failing=True)  # admission holds is still recorded and given back
 
     watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
 

@@ -167,6 +167,7 @@ class RequestContext:
     decisions: list[dict] = field(default_factory=list)  # what each step did, or in shadow would have done
     outcome: Outcome = field(default_factory=Outcome)
     guardrails: list[dict] = field(default_factory=list)  # decisions of later issues' guardrails
+    undecided: list = field(default_factory=list)  # started steps whose decisions travel still (wrapper.pipeline)
     held: object | None = None  # what admission reserved (wrapper.limits.step.Held), until the request ends
     slot_release: str | None = None  # a stream's concurrency slots, for LiteLLM to give back if it is cut (sealed)
     response_headers: dict[str, str] = field(default_factory=dict)  # steps' headers for the answer (rate limits)

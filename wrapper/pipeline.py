@@ -56,9 +56,10 @@ class Step(Protocol):
     async def request(self, ctx: RequestContext) -> StepResult: ...
 
     # A step that waits on a store may also have `start(ctx) -> Awaitable[StepResult]`: it reads what it needs
-    # from the request and sends its query at once, and the steps after it run while the answer travels. The
-    # pipeline waits for it before anything is forwarded, and its refusal still comes first. Such a step neither
-    # answers nor has a response half (what it holds is given back when the request ends, however it ends).
+    # from the request and sends its query at once, and the steps after it run while the answer travels, and so
+    # does the building of what LiteLLM will be sent: `decided(ctx)` waits for it before anything goes out, and
+    # its refusal still comes first. Such a step neither answers nor has a response half (what it holds is given
+    # back when the request ends, however it ends).
 
 
 @dataclass
@@ -103,8 +104,17 @@ class Pipeline:
         except BaseException:
             await _finish_started(started, ctx, failing=True)
             raise
-        await _finish_started(started, ctx)
+        ctx.undecided = started  # decided(ctx) waits for them, once what LiteLLM is sent has been built
         return None
+
+
+async def decided(ctx: RequestContext, failing: bool = False) -> None:
+    """Wait for the started steps still on their way (admission's round trip to Redis) and act on their results:
+    an earlier step's refusal is raised. Before anything reaches LiteLLM or a cached answer is served; when the
+    request failed before that (`failing`), their results are only recorded, so what they hold is given back."""
+    started, ctx.undecided = ctx.undecided, []
+    if started:
+        await _finish_started(started, ctx, failing)
 
 
 def _apply(step: Step, mode: Mode, result: StepResult, ctx: RequestContext, at: int | None = None) -> Response | None:

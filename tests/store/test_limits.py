@@ -92,6 +92,29 @@ async def test_tokens_are_reserved_and_settled_to_what_was_used(replicas):
     assert not (await replicas[1].admit("third", [Charge(tpm.key, Kind.tokens, 1000, 1001)])).admitted
 
 
+@pytest.mark.parametrize("where", ["redis", "in process"])
+async def test_a_scopes_requests_and_tokens_are_counted_together_exactly(replicas, where):
+    """One scope with both limits (one log on Redis): each refuses on its own, in either order, and settles."""
+    scope = key("x").rpartition(":")[0]
+    stores = replicas if where == "redis" else [LocalLimits(window_ms=2000)] * 2
+    rpm, tpm = Charge(f"{scope}:requests", Kind.requests, 3, 1), Charge(f"{scope}:tokens", Kind.tokens, 100, 40)
+    first = await stores[0].admit("first", [rpm, tpm])
+    second = await stores[1].admit("second", [tpm, rpm])  # listed the other way round
+    assert (first.remaining, second.remaining) == ({rpm.key: 2, tpm.key: 60}, {rpm.key: 1, tpm.key: 20})
+    refused = await stores[1].admit("third", [rpm, tpm])  # 80 + 40 tokens > 100
+    assert not refused.admitted and refused.refused == tpm and 1.8 < refused.retry_after <= 2.0
+    await stores[0].settle("first", tpm, 10, first)  # the first used 10
+    third = await stores[1].admit("third", [rpm, tpm])
+    assert third.admitted and third.remaining == {rpm.key: 0, tpm.key: 10}
+    fourth = await stores[0].admit("fourth", [Charge(tpm.key, Kind.tokens, 100, 1), rpm])  # 3 requests already
+    assert not fourth.admitted and fourth.refused == rpm and 1.8 < fourth.retry_after <= 2.0
+    assert await stores[0].used([(rpm.key, Kind.requests), (tpm.key, Kind.tokens)]) == [3, 90]
+    await asyncio.sleep(2.1)  # all left the window: it is empty, tokens and all
+    assert await stores[0].used([(rpm.key, Kind.requests), (tpm.key, Kind.tokens)]) == [0, 0]
+    again = await stores[1].admit("again", [rpm, tpm])
+    assert again.remaining == {rpm.key: 2, tpm.key: 60}
+
+
 async def test_concurrency_leases_are_exact_released_and_heal_when_a_replica_dies(replicas):
     slots = Charge(key("concurrency"), Kind.concurrency, limit=8, amount=1)
     ids, answers = await admit_many(replicas, lambda i: [slots], 64)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from wrapper.config import Mode
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
-from wrapper.pipeline import Pipeline, StepResult
+from wrapper.pipeline import Pipeline, StepResult, decided
 
 
 class Marks:
@@ -58,9 +58,18 @@ class Appends:
 
 
 def run(*steps) -> tuple[RequestContext, Response | None]:
+    """The steps, then (as upstream.forward does before anything goes out) the started ones' decisions."""
     ctx = RequestContext("unit")
     ctx.body = {"seen": []}
-    return ctx, asyncio.run(Pipeline(steps).run(ctx))
+
+    async def flow() -> Response | None:
+        answered = await Pipeline(steps).run(ctx)
+        if answered is None and ctx.undecided:
+            ctx.body["seen"].append("forward built")
+            await decided(ctx)
+        return answered
+
+    return ctx, asyncio.run(flow())
 
 
 def test_request_halves_run_in_order_and_response_halves_in_reverse():
@@ -139,7 +148,8 @@ class Asks:
 def test_a_started_step_is_decided_while_later_steps_run_and_recorded_in_its_place():
     ctx, answered = run(Marks("a"), Asks("admit"), Marks("b"), Marks("c"))
     assert answered is None
-    assert ctx.body["seen"] == ["a", "admit sent", "b", "c", "admit decided"]
+    # what LiteLLM is sent is built while the decision travels too; nothing waits for it sooner
+    assert ctx.body["seen"] == ["a", "admit sent", "b", "c", "forward built", "admit decided"]
     assert [(d["step"], d["decision"]) for d in ctx.decisions] == [
         ("a", "mark"), ("admit", "admit"), ("b", "mark"), ("c", "mark")]
 

@@ -39,10 +39,10 @@ class LocalLimits:
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
-    def start_admit(self, request_id: str, charges: list[Charge]) -> Awaitable[Admission]:
-        return self.admit(request_id, charges)  # nothing travels: it decides when awaited
+    def start_admit(self, member: str, charges: list[Charge]) -> Awaitable[Admission]:
+        return self.admit(member, charges)  # nothing travels: it decides when awaited
 
-    async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
+    async def admit(self, member: str, charges: list[Charge]) -> Admission:
         now = self._now()
         used, periods = {}, {}
         for charge in charges:
@@ -70,10 +70,10 @@ class LocalLimits:
         for charge in charges:
             key = charge.key
             if charge.kind in WINDOW_KINDS:
-                self._windows.setdefault(key, OrderedDict())[request_id] = (now, charge.amount)
+                self._windows.setdefault(key, OrderedDict())[member] = (now, charge.amount)
                 self._totals[key] = self._totals.get(key, 0) + charge.amount
             elif charge.kind is Kind.concurrency:
-                self._leases[key][request_id] = now + self.lease_ms
+                self._leases[key][member] = now + self.lease_ms
             else:
                 slot = f"{key}:{periods[key]}"
                 self._budgets[slot] = self._budgets.get(slot, 0) + charge.amount
@@ -92,26 +92,26 @@ class LocalLimits:
                 resets[charge.key] = 0.0
         return resets
 
-    async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
+    async def settle(self, member: str, charge: Charge, used: int, admission: Admission) -> None:
         if charge.kind in WINDOW_KINDS:
             entries = self._windows.get(charge.key, {})
-            if request_id in entries:
-                admitted_at, old = entries[request_id]
-                entries[request_id] = (admitted_at, used)
+            if member in entries:
+                admitted_at, old = entries[member]
+                entries[member] = (admitted_at, used)
                 self._totals[charge.key] += used - old
         elif charge.kind in BUDGET_KINDS:
             slot = f"{charge.key}:{admission.periods.get(charge.key)}"
             if slot in self._budgets:
                 self._budgets[slot] += used - charge.amount
         else:
-            self._leases.get(charge.key, {}).pop(request_id, None)
+            self._leases.get(charge.key, {}).pop(member, None)
 
-    async def release(self, request_id: str, charge: Charge) -> None:
-        self._leases.get(charge.key, {}).pop(request_id, None)
+    async def release(self, member: str, charge: Charge) -> None:
+        self._leases.get(charge.key, {}).pop(member, None)
 
-    async def settle_all(self, request_id: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
+    async def settle_all(self, member: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
         for charge, amount in used:
-            await self.settle(request_id, charge, amount, admission)
+            await self.settle(member, charge, amount, admission)
 
     async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
         now, answer = self._now(), []
@@ -132,10 +132,10 @@ class LocalLimits:
     def _prune(self, key: str, now: int) -> OrderedDict:
         entries = self._windows.setdefault(key, OrderedDict())
         while entries:
-            request_id, (admitted_at, amount) = next(iter(entries.items()))
+            member, (admitted_at, amount) = next(iter(entries.items()))
             if admitted_at > now - self.window_ms:
                 break
-            del entries[request_id]
+            del entries[member]
             self._totals[key] -= amount
         return entries
 

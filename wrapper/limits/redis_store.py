@@ -4,9 +4,13 @@ One Lua script checks every charge, and only if all fit takes them all: two repl
 requests, can never both take the last unit. Time is Redis' TIME, never a replica's clock. The keys of one
 request share the tenant's hash tag (`{tenant}`), so a Redis Cluster keeps them in one slot.
 
-Per key (see charges.py for the semantics): a window of requests is a sorted set of request ids scored by
-admission time; a window of tokens also keeps a hash of their amounts (`:a`) and their total (`:t`); a concurrency key is a sorted set of lease ids scored by
-expiry; a budget is a counter per period (`:<day>` or `:<yyyymm>`, UTC).
+Per scope (see charges.py for the semantics): its requests and tokens per minute share one log, `<scope>:window`, a
+sorted set of `<entry>:<tokens>` scored by admission time, with the tokens' total in `<scope>:window:t`: the
+requests in the window are its size, the tokens its total. One log, not one per kind, because each Redis call a
+script makes costs ~3 µs here and a request waits for them all: a scope with both limits costs 8 calls, not 14. A
+concurrency key is a sorted set of lease ids scored by expiry; a budget is a counter per period (`:<day>` or
+`:<yyyymm>`, UTC). The store's interface stays per charge (`<scope>:requests`, `<scope>:tokens`): reports and
+headers name those.
 """
 
 from __future__ import annotations
@@ -56,14 +60,16 @@ end
 
 # Settle a window's entry to what was really used (if it is still in the window), or add a budget's difference
 # to the period it was reserved in; release a lease (or, given a value, let it expire that many ms from now: a cut
-# stream's, which LiteLLM releases). Per key: kind, value, period, request id.
+# stream's, which LiteLLM releases). Per key: kind, value, period (a window's: when its entry was admitted), entry.
 _SETTLE_ONE = """
+local function amount_of(entry)
+  return tonumber(string.match(entry, ':(%d+)$') or '0')
+end
 local function settle(key, kind, value, p, id, now)
-  if kind == 'tokens' then
-    local old = redis.call('HGET', key .. ':a', id)
-    if old then
-      redis.call('HSET', key .. ':a', id, value)
-      redis.call('INCRBY', key .. ':t', value - tonumber(old))
+  if kind == 'window' then  -- id: the entry as admitted, `<entry>:<tokens reserved>`
+    if redis.call('ZREM', key, id) == 1 then
+      redis.call('ZADD', key, p, string.match(id, '^(.*):') .. ':' .. value)
+      redis.call('INCRBY', key .. ':t', value - amount_of(id))
     end
   elseif kind == 'concurrency' then
     if value > 0 then redis.call('ZADD', key, 'XX', now + value, id) else redis.call('ZREM', key, id) end
@@ -78,94 +84,99 @@ local function settle_all(first, count, base, now)
   end
 end
 """
+# Per counter, five arguments: kind, two limits, amount, span. A window's limits are its requests' and its tokens'
+# (-1: none), its amount the tokens; the others' second limit is unused. The answer has three values per charge
+# (what is left, a budget's period, ms until some frees), a window's requests before its tokens, as the charges
+# are listed; a refusal names its charge by its place in that list.
 ADMIT = Script(_CALENDAR + _SETTLE_ONE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, m = ARGV[1], tonumber(ARGV[2])
 settle_all(1, m, 3, now)  -- earlier requests' settlements, brought along: applied before this admission
 local n, first = #KEYS - m, 3 + 4 * m
-local keys, kinds, limits, amounts, spans, used, pkeys, periods, resets = {}, {}, {}, {}, {}, {}, {}, {}, {}
-for i = 1, n do
-  local b = first + (i - 1) * 4
-  keys[i], kinds[i], limits[i], amounts[i], spans[i] =
-    KEYS[m + i], ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+local answer, charge, writes = {1, now, 0}, 0, {}
+local function add(left, period, reset)
+  answer[#answer + 1] = left
+  answer[#answer + 1] = period
+  answer[#answer + 1] = reset
 end
 for i = 1, n do
-  local key, kind, limit, amount = keys[i], kinds[i], limits[i], amounts[i]
-  local retry = -1
-  if kind == 'requests' then  -- every entry counts one: the set alone
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - spans[i])
-    used[i] = redis.call('ZCARD', key)
-    if used[i] + amount > limit then
-      if amount > limit then return {0, i, -1, now} end
-      local nth = redis.call('ZRANGE', key, used[i] + amount - limit - 1, used[i] + amount - limit - 1, 'WITHSCORES')
-      return {0, i, tonumber(nth[2]) + spans[i] - now, now}
-    end
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    resets[i] = first[2] and tonumber(first[2]) + spans[i] - now or spans[i]
-  elseif kind == 'tokens' then
-    local cutoff = now - spans[i]
+  local b = first + (i - 1) * 5
+  local key, kind, limit, limit2, amount, span =
+    KEYS[m + i], ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  if kind == 'window' then
+    local cutoff = now - span
     local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if oldest[2] and tonumber(oldest[2]) <= cutoff then
-      local gone = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)
-      for _, member in ipairs(gone) do
-        local a = tonumber(redis.call('HGET', key .. ':a', member) or '0')
-        redis.call('HDEL', key .. ':a', member)
-        redis.call('DECRBY', key .. ':t', a)
-      end
+    if oldest[2] and tonumber(oldest[2]) <= cutoff then  -- entries that left the window: out, with their tokens
+      local freed = 0
+      for _, entry in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', cutoff)) do freed = freed + amount_of(entry) end
       redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+      if freed ~= 0 then redis.call('DECRBY', key .. ':t', freed) end
+      oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     end
-    used[i] = tonumber(redis.call('GET', key .. ':t') or '0')
-    if used[i] + amount > limit then
-      if amount <= limit then
-        local need, freed = used[i] + amount - limit, 0
-        local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-        for j = 1, #entries, 2 do
-          freed = freed + tonumber(redis.call('HGET', key .. ':a', entries[j]) or '0')
-          if freed >= need then retry = tonumber(entries[j + 1]) + spans[i] - now; break end
-        end
+    local reset = oldest[2] and tonumber(oldest[2]) + span - now or span
+    if limit >= 0 then  -- requests: every entry counts one
+      charge = charge + 1
+      local used = redis.call('ZCARD', key)
+      if used + 1 > limit then
+        if limit < 1 then return {0, charge, -1, now} end
+        local nth = redis.call('ZRANGE', key, used - limit, used - limit, 'WITHSCORES')
+        return {0, charge, tonumber(nth[2]) + span - now, now}
       end
-      return {0, i, retry, now}
+      add(limit - used - 1, '', reset)
     end
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    resets[i] = first[2] and tonumber(first[2]) + spans[i] - now or spans[i]
+    if limit2 >= 0 then  -- tokens
+      charge = charge + 1
+      local used = tonumber(redis.call('GET', key .. ':t') or '0')
+      if used + amount > limit2 then
+        local retry = -1
+        if amount <= limit2 then  -- when enough will have left for this request to fit
+          local need, freed = used + amount - limit2, 0
+          local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+          for j = 1, #entries, 2 do
+            freed = freed + amount_of(entries[j])
+            if freed >= need then retry = tonumber(entries[j + 1]) + span - now; break end
+          end
+        end
+        return {0, charge, retry, now}
+      end
+      add(limit2 - used - amount, '', reset)
+    end
+    writes[#writes + 1] = {key, kind, amount, span}
   elseif kind == 'concurrency' then
+    charge = charge + 1
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    used[i] = redis.call('ZCARD', key)
-    if used[i] + amount > limit then
-      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      return {0, i, limit > 0 and math.min(1000, tonumber(first[2] or now) - now) or -1, now}
+    local used = redis.call('ZCARD', key)
+    if used + amount > limit then
+      local soonest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      return {0, charge, limit > 0 and math.min(1000, tonumber(soonest[2] or now) - now) or -1, now}
     end
+    add(limit - used - amount, '', 0)
+    writes[#writes + 1] = {key, kind, amount, span}
   else
+    charge = charge + 1
     local p, ends = period(kind, now)
-    periods[i], pkeys[i] = p, key .. ':' .. p
-    used[i] = tonumber(redis.call('GET', pkeys[i]) or '0')
-    if used[i] + amount > limit then return {0, i, amount <= limit and ends - now or -1, now} end
-    spans[i] = ends - now
-    resets[i] = spans[i]
+    local pkey = key .. ':' .. p
+    local used = tonumber(redis.call('GET', pkey) or '0')
+    if used + amount > limit then return {0, charge, amount <= limit and ends - now or -1, now} end
+    add(limit - used - amount, p, ends - now)
+    writes[#writes + 1] = {pkey, kind, amount, ends - now}
   end
 end
-local answer = {1, now, 0}
-for i = 1, n do
-  local key, kind, amount = keys[i], kinds[i], amounts[i]
-  if kind == 'requests' then
-    redis.call('ZADD', key, now, id)
-    redis.call('PEXPIRE', key, spans[i] * 2)
-  elseif kind == 'tokens' then
-    redis.call('ZADD', key, now, id)
-    redis.call('HSET', key .. ':a', id, amount)
+for _, w in ipairs(writes) do  -- every limit fits: take them all
+  local key, kind, amount, span = w[1], w[2], w[3], w[4]
+  if kind == 'window' then
+    redis.call('ZADD', key, now, id .. ':' .. amount)
     redis.call('INCRBY', key .. ':t', amount)
-    for _, k in ipairs({key, key .. ':a', key .. ':t'}) do redis.call('PEXPIRE', k, spans[i] * 2) end
+    redis.call('PEXPIRE', key, span * 2)
+    redis.call('PEXPIRE', key .. ':t', span * 2)
   elseif kind == 'concurrency' then
-    redis.call('ZADD', key, now + spans[i], id)
-    redis.call('PEXPIRE', key, spans[i] * 2)
+    redis.call('ZADD', key, now + span, id)
+    redis.call('PEXPIRE', key, span * 2)
   else
-    redis.call('INCRBY', pkeys[i], amount)
-    redis.call('PEXPIRE', pkeys[i], spans[i] + 86400000 * 2)
+    redis.call('INCRBY', key, amount)
+    redis.call('PEXPIRE', key, span + 86400000 * 2)
   end
-  answer[#answer + 1] = limits[i] - used[i] - amount
-  answer[#answer + 1] = periods[i] or ''
-  answer[#answer + 1] = resets[i] or 0
 end
 return answer
 """)
@@ -177,8 +188,9 @@ return 1
 """)
 
 
-# What each counter holds now, on Redis' clock, read only (reports): ARGV = kind, span for each key.
-USED = Script(_CALENDAR + """
+# What each counter holds now, on Redis' clock, read only (reports): ARGV = kind, span for each key (a requests'
+# or tokens' key is its scope's window).
+USED = Script(_CALENDAR + _SETTLE_ONE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local answer = {}
@@ -188,8 +200,8 @@ for i = 1, #KEYS do
   if kind == 'requests' then
     used = redis.call('ZCOUNT', key, '(' .. (now - span), '+inf')
   elseif kind == 'tokens' then
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. (now - span), '+inf')) do
-      used = used + tonumber(redis.call('HGET', key .. ':a', member) or '0')
+    for _, entry in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. (now - span), '+inf')) do
+      used = used + amount_of(entry)
     end
   elseif kind == 'concurrency' then
     used = redis.call('ZCOUNT', key, '(' .. now, '+inf')
@@ -225,49 +237,67 @@ class RedisLimits:
         self._flush: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task] = set()
 
-    async def admit(self, request_id: str, charges: list[Charge]) -> Admission:
-        return await self.start_admit(request_id, charges)
+    async def admit(self, member: str, charges: list[Charge]) -> Admission:
+        return await self.start_admit(member, charges)
 
-    def start_admit(self, request_id: str, charges: list[Charge]) -> Awaitable[Admission]:
+    def start_admit(self, member: str, charges: list[Charge]) -> Awaitable[Admission]:
         """`admit`, its script sent at once (when connected): the caller may work while Redis decides, then awaits."""
         if not charges:
             return _admitted(charges, None)
         carried = self._waiting.pop(_tag(charges[0].key), [])
-        args: list = [request_id, len(carried), *(arg for _, four in carried for arg in four)]
+        keys = [key for key, _ in carried]
+        args: list = [member, len(carried), *(arg for _, four in carried for arg in four)]
+        windows: dict[str, list[Charge | None]] = {}  # scope -> its requests' and tokens' charges: one log
         for charge in charges:
-            span = self.window_ms if charge.kind in WINDOW_KINDS else self.lease_ms
-            args += [charge.kind.value, charge.limit, charge.amount, span]
-        return _admitted(charges, self.redis.start(ADMIT, [key for key, _ in carried] + [c.key for c in charges], args,
-                                                   self.timeout))
+            if charge.kind in WINDOW_KINDS:
+                windows.setdefault(_scope_of(charge.key), [None, None])[charge.kind is Kind.tokens] = charge
+        answered = []  # the charges in the order the script answers them
+        for charge in charges:
+            if charge.kind not in WINDOW_KINDS:
+                keys.append(charge.key)
+                args += [charge.kind.value, charge.limit, -1, charge.amount, self.lease_ms]
+                answered.append(charge)
+            elif (scope := _scope_of(charge.key)) in windows:
+                requests, tokens = windows.pop(scope)
+                keys.append(scope + ":window")
+                args += ["window", requests.limit if requests else -1, tokens.limit if tokens else -1,
+                         tokens.amount if tokens else 0, self.window_ms]
+                answered += [c for c in (requests, tokens) if c is not None]
+        return _admitted(answered, self.redis.start(ADMIT, keys, args, self.timeout))
 
     async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
         """What each counter holds now (requests, tokens, slots or micro-dollars of the current period)."""
         if not counters:
             return []
+        keys = [_scope_of(key) + ":window" if kind in WINDOW_KINDS else key for key, kind in counters]
         args = [arg for _, kind in counters for arg in (kind.value, self.window_ms)]
-        return [int(value) for value in await self.redis.run(USED, [key for key, _ in counters], args)]
+        return [int(value) for value in await self.redis.run(USED, keys, args)]
 
     async def keys_like(self, pattern: str) -> list[str]:
-        """The keys matching a glob pattern (SCAN: never blocks Redis the way KEYS would)."""
+        """The counters' keys matching a glob pattern (SCAN: never blocks Redis the way KEYS would); a pattern of
+        requests' or tokens' keys finds their scopes' windows."""
+        scope, _, kind = pattern.rpartition(":")
+        window = kind in (Kind.requests.value, Kind.tokens.value)
         cursor, found = b"0", set()
         while True:
-            cursor, keys = await self.redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            found.update(key.decode() for key in keys)
+            cursor, keys = await self.redis.call("SCAN", cursor, "MATCH", f"{scope}:window" if window else pattern,
+                                                 "COUNT", 1000)
+            found.update(f"{_scope_of(key.decode())}:{kind}" if window else key.decode() for key in keys)
             if cursor == b"0":
                 return sorted(found)
 
-    async def settle(self, request_id: str, charge: Charge, used: int, admission: Admission) -> None:
+    async def settle(self, member: str, charge: Charge, used: int, admission: Admission) -> None:
         """A window's entry set to `used`; a budget's period given `used - reserved` more (it may be negative)."""
-        await self.settle_all(request_id, [(charge, used)], admission)
+        await self.settle_all(member, [(charge, used)], admission)
 
-    async def release(self, request_id: str, charge: Charge) -> None:
-        await self.settle_all(request_id, [(charge, 0)], Admission(True))
+    async def release(self, member: str, charge: Charge) -> None:
+        await self.settle_all(member, [(charge, 0)], Admission(True))
 
-    async def settle_all(self, request_id: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
+    async def settle_all(self, member: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
         """Every charge of a request settled (windows and budgets) or released (leases): carried by the tenant's
         next admission, or sent within `settle_delay`."""
-        entries = [(charge.key, [charge.kind.value, amount - charge.amount if charge.kind in BUDGET_KINDS else amount,
-                                 admission.periods.get(charge.key, ""), request_id]) for charge, amount in used]
+        entries = [_settlement(member, charge, amount, admission) for charge, amount in used
+                   if charge.kind is not Kind.requests]  # a request counts one, whatever it used
         if not entries:
             return
         if self.settle_delay <= 0:
@@ -317,6 +347,20 @@ async def _admitted(charges: list[Charge], sent: Awaitable[object] | None) -> Ad
         if charge.kind in BUDGET_KINDS:
             periods[charge.key] = period.decode() if isinstance(period, bytes) else str(period)
     return Admission(True, remaining=remaining, periods=periods, resets=resets, at_ms=int(answer[1]))
+
+
+def _settlement(member: str, charge: Charge, used: int, admission: Admission) -> tuple[str, list]:
+    """A charge's settlement as the scripts read it: its key, and kind, value, period and entry."""
+    if charge.kind is Kind.tokens:  # its window's entry, found as admitted, set to what was used
+        return _scope_of(charge.key) + ":window", ["window", used, admission.at_ms, f"{member}:{charge.amount}"]
+    if charge.kind in BUDGET_KINDS:
+        return charge.key, [charge.kind.value, used - charge.amount, admission.periods.get(charge.key, ""), member]
+    return charge.key, [charge.kind.value, used, "", member]
+
+
+def _scope_of(key: str) -> str:
+    """A counter's key without its kind: `gw:lim:{tenant}:endpoint:app:tokens` -> `gw:lim:{tenant}:endpoint:app`."""
+    return key.rpartition(":")[0]
 
 
 def _tag(key: str) -> str:

@@ -24,6 +24,7 @@ from wrapper.config.models import LimitSet, Mode
 from wrapper.context import RequestContext
 from wrapper.errors import GatewayError
 from wrapper.limits.charges import BUDGET_KINDS, Admission, Charge, Kind, micro_usd
+from wrapper.observability.request_id import new_id
 from wrapper.pipeline import StepResult
 
 logger = logging.getLogger("wrapper.limits")
@@ -46,6 +47,7 @@ class Held:
     """What an admitted request holds until it ends."""
 
     store: object
+    member: str  # the request's entry in each counter (never its client-chosen x-request-id: see `start`)
     charges: list[Charge]
     admission: Admission
 
@@ -69,18 +71,28 @@ class AdmitStep:
         """The request's charges, read from it now and sent to the store at once; the decision is awaited later, so
         the steps after this one run while Redis decides (the pipeline waits for it before anything is spent)."""
         tokens_in, tokens_out = _reserved_tokens(ctx)
+        # The request's entry in the counters: its own, never the client's x-request-id (a client sending the same
+        # id every time would otherwise be one entry in a window, one lease: no limit at all)
+        member = new_id()
         if _any_budget(ctx):  # its reservation needs the model's prices, which may have to be read first
-            return self._priced(ctx, tokens_in, tokens_out, self.resolve(ctx.body["model"]))
-        charges = list(_charges(ctx, tokens_in + tokens_out, 0))
-        return self._decide(ctx, charges, tokens_in + tokens_out, self.store.start_admit(ctx.request_id, charges))
+            return self._priced(ctx, member, tokens_in, tokens_out, self.resolve(ctx.body["model"]))
+        return self._send(ctx, member, list(_charges(ctx, tokens_in + tokens_out, 0)), tokens_in + tokens_out)
 
-    async def _priced(self, ctx: RequestContext, tokens_in: int, tokens_out: int, group: str | None) -> StepResult:
+    async def _priced(self, ctx: RequestContext, member: str, tokens_in: int, tokens_out: int,
+                      group: str | None) -> StepResult:
         prices = await self.prices(group)
         usd = micro_usd(tokens_in * prices[0] + tokens_out * prices[1]) if prices else 0
-        charges = list(_charges(ctx, tokens_in + tokens_out, usd))
-        return await self._decide(ctx, charges, tokens_in + tokens_out, self.store.start_admit(ctx.request_id, charges))
+        return await self._send(ctx, member, list(_charges(ctx, tokens_in + tokens_out, usd)), tokens_in + tokens_out)
 
-    async def _decide(self, ctx: RequestContext, charges: list[Charge], reserved: int,
+    def _send(self, ctx: RequestContext, member: str, charges: list[Charge], reserved: int) -> Awaitable[StepResult]:
+        slots = [c.key for c in charges if c.kind is Kind.concurrency]
+        if slots and ctx.body.get("stream") and getattr(self.store, "shared", False):
+            # LiteLLM can reach the store only when it is Redis: then a cut stream's slots are its to give back.
+            # Sealed into the body, which is built while Redis decides (sent only if admitted)
+            ctx.slot_release = orjson.dumps({"keys": slots, "id": member}).decode()
+        return self._decide(ctx, member, charges, reserved, self.store.start_admit(member, charges))
+
+    async def _decide(self, ctx: RequestContext, member: str, charges: list[Charge], reserved: int,
                       pending: Awaitable[Admission]) -> StepResult:
         if not charges:
             await pending
@@ -99,11 +111,7 @@ class AdmitStep:
             if "retry-after" in refusal.headers:
                 detail["retry_after"] = int(refusal.headers["retry-after"])
             return StepResult("refuse", detail, refusal=refusal)
-        ctx.held = Held(self.store, charges, admission)
-        slots = [c.key for c in charges if c.kind is Kind.concurrency]
-        if slots and ctx.body.get("stream") and getattr(self.store, "shared", False):
-            # LiteLLM can reach the store only when it is Redis: then a cut stream's slots are its to give back
-            ctx.slot_release = orjson.dumps({"keys": slots, "id": ctx.request_id}).decode()
+        ctx.held = Held(self.store, member, charges, admission)
         budgets = _budgets(charges, admission)
         warning = _budget_warning(budgets, ctx.policy.limits.warn_at_percent)
         if ctx.policy.limits.mode is Mode.enforce:  # in shadow, nothing the client sees changes
@@ -143,7 +151,7 @@ async def _settle(ctx: RequestContext, held: Held) -> None:
     if not used:
         return
     try:  # usually queued for the tenant's next admission to carry; bounded by the store when it travels
-        await held.store.settle_all(ctx.request_id, used, held.admission)
+        await held.store.settle_all(held.member, used, held.admission)
     except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
         # (a stream that produced tokens whose usage could not be counted keeps its reservation the same way)
         logger.error("could not settle a request's limits (%s)", type(exc).__name__)
