@@ -29,8 +29,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 async def replicas():
     """Two stores on one Redis, as two wrapper replicas would hold them."""
     links = [RedisLink(REDIS_URL) for _ in range(2)]
-    # settlements sent at once (settle_delay 0): these tests read them from the other replica straight after
-    yield [RedisLimits(link, lease_seconds=0.5, window_ms=2000, settle_delay=0) for link in links]
+    # settlements sent at once (settle_delay None): these tests read them from the other replica straight after
+    yield [RedisLimits(link, lease_seconds=0.5, window_ms=2000, settle_delay=None) for link in links]
     for link in links:
         await link.close()
 

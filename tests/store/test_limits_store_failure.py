@@ -3,9 +3,11 @@ closed policies refuse at once (503), open ones answer, both say so in the recor
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
+import redis
 import pytest
 
 from tests.support.inprocess import TENANT, in_process_gateway
@@ -42,3 +44,26 @@ async def test_redis_down_then_back(tmp_path, redis_server, on_failure):
         statuses = [(await app.client.post("/v1/chat/completions", json=BODY, headers=app.auth("acme"))).status_code
                     for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_an_admission_whose_answer_came_too_late_gives_its_slot_back(tmp_path, redis_server):
+    """Redis frozen: the open policy serves without waiting (0.25 s), but Redis still runs the admission when it
+    thaws and takes the slot. Unread, that slot would stay taken for its whole lease (15 minutes): one slow second
+    of Redis, and a tenant with a concurrency of 1 is refused for a quarter of an hour. It is given back."""
+    import signal
+
+    tenant = {**TENANT, "limits": {"mode": "enforce", "concurrency": 1, "on_store_failure": "open"}}
+    async with in_process_gateway(tmp_path, tenant, redis_url=redis_server["url"]) as app:
+        assert (await app.client.post("/v1/chat/completions", json=BODY, headers=app.auth("acme"))).status_code == 200
+        redis_server["process"].send_signal(signal.SIGSTOP)
+        try:
+            reply = await app.client.post("/v1/chat/completions", json=BODY, headers=app.auth("acme"))
+            assert reply.status_code == 200  # open: served without the store
+        finally:
+            redis_server["process"].send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.3)  # the late admission, then its release, run as Redis thaws
+        for _ in range(3):  # the slot is free: one request at a time is served
+            assert (await app.client.post("/v1/chat/completions", json=BODY,
+                                          headers=app.auth("acme"))).status_code == 200
+        await asyncio.sleep(0.1)  # the last one's release goes out at the loop's next turn
+        assert redis.Redis.from_url(redis_server["url"]).zcard("gw:lim:{acme}:tenant:concurrency") == 0

@@ -33,11 +33,14 @@ class InProcessLiteLLM:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post(self, path: str, body: bytes, request_id: str, headers: dict | None = None) -> UpstreamReply:
-        return await self.call("POST", path, body, request_id, headers)
+    async def post(self, path: str, body: bytes, request_id: str, headers: dict | None = None,
+                   ready=None) -> UpstreamReply:
+        return await self.call("POST", path, body, request_id, headers, ready)
 
     async def call(self, method: str, path: str, body: bytes, request_id: str,
-                   headers: dict | None = None) -> UpstreamReply:
+                   headers: dict | None = None, ready=None) -> UpstreamReply:
+        if ready is not None:  # as the real client: nothing is sent before it has returned
+            await ready()
         started = time.perf_counter()
         response = await self._client.request(method, path, content=body,
                                               headers={"x-request-id": request_id, **(headers or {})})
@@ -46,7 +49,10 @@ class InProcessLiteLLM:
         return UpstreamReply(response.status_code, response.content, dict(response.headers),
                              time.perf_counter() - started)
 
-    async def open_stream(self, path: str, body: bytes, request_id: str, headers: dict | None = None) -> UpstreamStream:
+    async def open_stream(self, path: str, body: bytes, request_id: str, headers: dict | None = None,
+                          ready=None) -> UpstreamStream:
+        if ready is not None:
+            await ready()
         started = time.perf_counter()
         response = await self._client.post(path, content=body, headers={"x-request-id": request_id, **(headers or {})})
         if response.status_code >= 400:

@@ -93,6 +93,9 @@ class LocalLimits:
         return resets
 
     async def settle(self, member: str, charge: Charge, used: int, admission: Admission) -> None:
+        self._settle(member, charge, used, admission)
+
+    def _settle(self, member: str, charge: Charge, used: int, admission: Admission) -> None:
         if charge.kind in WINDOW_KINDS:
             entries = self._windows.get(charge.key, {})
             if member in entries:
@@ -109,9 +112,10 @@ class LocalLimits:
     async def release(self, member: str, charge: Charge) -> None:
         self._leases.get(charge.key, {}).pop(member, None)
 
-    async def settle_all(self, member: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
+    def settle_all(self, member: str, used: list[tuple[Charge, int]], admission: Admission) -> None:
+        """Applied at once (RedisLimits' interface: nothing to wait for)."""
         for charge, amount in used:
-            await self.settle(member, charge, amount, admission)
+            self._settle(member, charge, amount, admission)
 
     async def used(self, counters: list[tuple[str, Kind]]) -> list[int]:
         now, answer = self._now(), []

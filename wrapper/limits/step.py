@@ -12,6 +12,7 @@ and nothing is refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable
@@ -60,6 +61,9 @@ class AdmitStep:
         self.store = store  # RedisLimits or LocalLimits
         self.prices = prices  # async (model group) -> (input, output) USD per token, or None
         self.resolve = resolve  # a model name -> its model group (the catalog's; step 5 checks it later)
+        # caller (its policy, tenant, endpoint, user, key) -> (that policy, its counters): worked out once per caller
+        # and config, not per request (the time before the query leaves is time the request waits)
+        self._plans: dict[tuple, tuple[object, tuple[tuple[str, Kind, int], ...]]] = {}
 
     def mode(self, ctx: RequestContext) -> Mode:
         return ctx.policy.limits.mode
@@ -74,15 +78,29 @@ class AdmitStep:
         # The request's entry in the counters: its own, never the client's x-request-id (a client sending the same
         # id every time would otherwise be one entry in a window, one lease: no limit at all)
         member = new_id()
-        if _any_budget(ctx):  # its reservation needs the model's prices, which may have to be read first
-            return self._priced(ctx, member, tokens_in, tokens_out, self.resolve(ctx.body["model"]))
-        return self._send(ctx, member, list(_charges(ctx, tokens_in + tokens_out, 0)), tokens_in + tokens_out)
+        counters = self._counters(ctx)
+        if any(kind in BUDGET_KINDS for _, kind, _ in counters):  # priced: the model's prices may have to be read
+            return self._priced(ctx, member, counters, tokens_in, tokens_out, self.resolve(ctx.body["model"]))
+        return self._send(ctx, member, _charges(counters, tokens_in + tokens_out, 0), tokens_in + tokens_out)
 
-    async def _priced(self, ctx: RequestContext, member: str, tokens_in: int, tokens_out: int,
+    async def _priced(self, ctx: RequestContext, member: str, counters, tokens_in: int, tokens_out: int,
                       group: str | None) -> StepResult:
         prices = await self.prices(group)
         usd = micro_usd(tokens_in * prices[0] + tokens_out * prices[1]) if prices else 0
-        return await self._send(ctx, member, list(_charges(ctx, tokens_in + tokens_out, usd)), tokens_in + tokens_out)
+        return await self._send(ctx, member, _charges(counters, tokens_in + tokens_out, usd), tokens_in + tokens_out)
+
+    def _counters(self, ctx: RequestContext) -> tuple[tuple[str, Kind, int], ...]:
+        """The caller's counters (key, kind, limit), from the cache while its policy is the one in force."""
+        principal = ctx.principal
+        caller = (id(ctx.policy), principal.tenant, principal.endpoint, principal.user, principal.credential_id)
+        cached = self._plans.get(caller)
+        if cached is not None and cached[0] is ctx.policy:
+            return cached[1]
+        if len(self._plans) >= 10_000:  # callers come and go (keys, users): start again rather than grow
+            self._plans.clear()
+        counters = tuple(_counters(ctx))
+        self._plans[caller] = (ctx.policy, counters)
+        return counters
 
     def _send(self, ctx: RequestContext, member: str, charges: list[Charge], reserved: int) -> Awaitable[StepResult]:
         slots = [c.key for c in charges if c.kind is Kind.concurrency]
@@ -99,7 +117,11 @@ class AdmitStep:
             return StepResult("none")
         try:  # the store bounds its own wait (STORE_TIMEOUT_SECONDS): a timer per request here cost more than it
             admission = await pending
+        except asyncio.CancelledError:  # the request is gone (its client, its deadline) with the answer unread
+            self._abandon(member, charges)
+            raise
         except (RedisError, OSError, TimeoutError) as exc:
+            self._abandon(member, charges)
             logger.error("the limits store is unavailable (%s)", type(exc).__name__)
             if ctx.policy.limits.on_store_failure == "open":
                 return StepResult("store_unavailable_open")
@@ -125,15 +147,21 @@ class AdmitStep:
             detail["budget_warning"] = warning
         return StepResult("admit", detail)
 
+    def _abandon(self, member: str, charges: list[Charge]) -> None:
+        """An admission whose answer never came back (a timeout, a lost connection, the request cancelled) may still
+        have been taken: its slots and tokens are given back, or they would stay taken until their leases expire
+        (15 minutes). Budgets keep the reservation: without the answer its period is unknown (an upper bound)."""
+        given_back = [(c, 0) for c in charges if c.kind in (Kind.concurrency, Kind.tokens)]
+        if given_back:
+            self.store.settle_all(member, given_back, Admission(False))
+
 
 def finish(ctx: RequestContext) -> Awaitable[None] | None:
-    """The settlement of what an admitted request holds, to run once it has ended; None when it holds nothing."""
+    """Settle what an admitted request reserved to what it used, and give its slot back, once it has ended: queued
+    with the store (None), or the sending to run (a store that sends at once). Never raises."""
     held, ctx.held = ctx.held, None
-    return None if held is None else _settle(ctx, held)
-
-
-async def _settle(ctx: RequestContext, held: Held) -> None:
-    """Settle what the request reserved to what it used, and give its slot back; never raises."""
+    if held is None:
+        return None
     outcome = ctx.outcome.with_stream_usage()
     produced = outcome.stream is not None and outcome.stream.first_token_at is not None
     # Nothing was spent: give it back. Unless the client left a forwarded request before its answer: the provider
@@ -148,13 +176,8 @@ async def _settle(ctx: RequestContext, held: Held) -> None:
             used.append((charge, tokens or 0))
         elif charge.kind in BUDGET_KINDS and (outcome.cost is not None or failed):
             used.append((charge, micro_usd(outcome.cost or 0)))
-    if not used:
-        return
-    try:  # usually queued for the tenant's next admission to carry; bounded by the store when it travels
-        await held.store.settle_all(held.member, used, held.admission)
-    except (RedisError, OSError, TimeoutError) as exc:  # leases expire, reservations stand: safe, never lost
-        # (a stream that produced tokens whose usage could not be counted keeps its reservation the same way)
-        logger.error("could not settle a request's limits (%s)", type(exc).__name__)
+    # (a stream that produced tokens whose usage could not be counted keeps its reservation: an upper bound)
+    return held.store.settle_all(held.member, used, held.admission) if used else None
 
 
 def _reserved_tokens(ctx: RequestContext) -> tuple[int, int]:
@@ -174,18 +197,20 @@ def _scopes(ctx: RequestContext) -> list[tuple[str, LimitSet]]:
     return scopes
 
 
-def _any_budget(ctx: RequestContext) -> bool:
-    return any(limits.usd_per_day or limits.usd_per_month for _, limits in _scopes(ctx))
-
-
-def _charges(ctx: RequestContext, tokens: int, usd: int):
-    amounts = {Kind.requests: 1, Kind.tokens: tokens, Kind.concurrency: 1, Kind.usd_day: usd, Kind.usd_month: usd}
+def _counters(ctx: RequestContext):
+    """(key, kind, limit) of every limit that applies to the caller, scope by scope."""
     for scope, limits in _scopes(ctx):
         for kind, name in _FIELDS.items():
             limit = getattr(limits, name)
             if limit is not None:
                 value = micro_usd(limit) if kind in BUDGET_KINDS else int(limit)
-                yield Charge(f"gw:lim:{{{ctx.principal.tenant}}}:{scope}:{kind.value}", kind, value, amounts[kind])
+                yield f"gw:lim:{{{ctx.principal.tenant}}}:{scope}:{kind.value}", kind, value
+
+
+def _charges(counters: tuple[tuple[str, Kind, int], ...], tokens: int, usd: int) -> list[Charge]:
+    """What this request takes from each counter: one request, its tokens, one slot, its reserved cost."""
+    amounts = {Kind.requests: 1, Kind.tokens: tokens, Kind.concurrency: 1, Kind.usd_day: usd, Kind.usd_month: usd}
+    return [Charge(key, kind, limit, amounts[kind]) for key, kind, limit in counters]
 
 
 def _scope(charge: Charge) -> str:

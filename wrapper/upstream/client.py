@@ -10,7 +10,7 @@ always in the OpenAI envelope, with the upstream message kept.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from urllib.parse import urlsplit
@@ -69,29 +69,29 @@ class LiteLLMClient:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def post(self, path: str, body: bytes, request_id: str, headers: Mapping[str, str] = {}) -> UpstreamReply:
-        return await self.call("POST", path, body, request_id, headers)
+    async def post(self, path: str, body: bytes, request_id: str, headers: Mapping[str, str] = {},
+                   ready: Callable[[], Awaitable[None]] | None = None) -> UpstreamReply:
+        return await self.call("POST", path, body, request_id, headers, ready)
 
-    async def call(self, method: str, path: str, body: bytes, request_id: str,
-                   headers: Mapping[str, str] = {}) -> UpstreamReply:
-        """One request and its whole answer; an error status is raised as the GatewayError it maps to."""
-        started = time.perf_counter()
+    async def call(self, method: str, path: str, body: bytes, request_id: str, headers: Mapping[str, str] = {},
+                   ready: Callable[[], Awaitable[None]] | None = None) -> UpstreamReply:
+        """One request and its whole answer; an error status is raised as the GatewayError it maps to. `ready`:
+        what must be done before anything is sent (admission's decision), while the request is prepared."""
         try:
-            reply = await self._pool.start(method, path, body, _headers(request_id, headers))
+            reply = await self._pool.start(method, path, body, _headers(request_id, headers), ready=ready)
             content = await self._pool.read(reply)
         except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
-        waited = time.perf_counter() - started
+        waited = time.perf_counter() - reply.sent_at
         if reply.status >= 400:
             raise upstream_error(reply.status, content, reply.headers)
         return UpstreamReply(reply.status, content, reply.headers, waited)
 
-    async def open_stream(self, path: str, body: bytes, request_id: str,
-                          headers: Mapping[str, str] = {}) -> UpstreamStream:
-        """Send a streaming request; return the open stream once LiteLLM has answered with 200."""
-        started = time.perf_counter()
+    async def open_stream(self, path: str, body: bytes, request_id: str, headers: Mapping[str, str] = {},
+                          ready: Callable[[], Awaitable[None]] | None = None) -> UpstreamStream:
+        """Send a streaming request; return the open stream once LiteLLM has answered with 200 (`ready`: as `call`)."""
         try:
-            reply = await self._pool.start("POST", path, body, _headers(request_id, headers))
+            reply = await self._pool.start("POST", path, body, _headers(request_id, headers), ready=ready)
         except (ConnectionError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         if reply.status >= 400:
@@ -100,7 +100,7 @@ class LiteLLMClient:
             except (ConnectionError, TimeoutError):
                 content = b""
             raise upstream_error(reply.status, content, reply.headers)
-        return UpstreamStream(reply.headers, time.perf_counter() - started, _raw_chunks(self._pool, reply),
+        return UpstreamStream(reply.headers, time.perf_counter() - reply.sent_at, _raw_chunks(self._pool, reply),
                               lambda: self._pool.close(reply))
 
     async def get(self, path: str) -> tuple[int, bytes]:

@@ -93,26 +93,31 @@ class Upstream:
                                "and hedges included).", type="timeout_error", code="deadline_exceeded") from None
 
     async def _forward(self, ctx: RequestContext, client_gone: Callable[[], Awaitable[None]]) -> Response:
-        # What LiteLLM is sent is built while admission's decision travels (its round trip to Redis); nothing goes
-        # out, and no cached answer is served, before that decision is in. Its refusal comes first.
+        # What LiteLLM is sent is built while admission's decision travels (its round trip to Redis), down to the
+        # connection it goes on; nothing goes out, and no cached answer is served, before that decision is in
+        # (`ready`). Its refusal comes first.
         try:
             hedging = None if ctx.cached is not None or ctx.route.binary_answer else hedge.plan(ctx)
             body = None if ctx.cached is not None or hedging is not None else sealed_body(
                 ctx, self.secret, ctx.slot_release if ctx.body.get("stream") and not ctx.route.binary_answer else None)
-        finally:
+        except BaseException:
             await decided(ctx)
+            raise
+        ready = lambda: decided(ctx)  # noqa: E731 - awaited where the first byte would go out
+        if body is None or ctx.route.binary_answer:
+            await ready()
         if ctx.cached is not None:
             return self._cached(ctx)
         self.hedge_budget.note_request()
         if ctx.route.binary_answer:
             return await self._binary(ctx, body)
         if ctx.body.get("stream"):
-            return await self._stream(ctx, hedging, body)
+            return await self._stream(ctx, hedging, body, ready)
         with step("litellm"):
             try:
                 if hedging is None:
                     reply = await _unless_client_leaves(self.litellm.post(
-                        ctx.route.path, body, ctx.request_id, ctx.upstream_headers), client_gone)
+                        ctx.route.path, body, ctx.request_id, ctx.upstream_headers, ready), client_gone)
                 else:
                     winner, losers = await _unless_client_leaves(
                         hedge.race(ctx, self.hedge_budget, *hedging, self._whole_answer), client_gone)
@@ -162,10 +167,11 @@ class Upstream:
         return StreamingResponse(stream.chunks, headers=_answer_headers(ctx, stream.headers, stream.waited_seconds),
                                  media_type=stream.headers.get("content-type", "application/octet-stream"))
 
-    async def _stream(self, ctx: RequestContext, hedging: tuple[float, str] | None, body: bytes | None) -> Response:
+    async def _stream(self, ctx: RequestContext, hedging: tuple[float, str] | None, body: bytes | None,
+                      ready: Callable[[], Awaitable[None]]) -> Response:
         if hedging is None:  # if the stream is cut, LiteLLM gives its slots back once the provider's is closed (the
             # body seals ctx.slot_release)
-            stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers)
+            stream = await self.litellm.open_stream(ctx.route.path, body, ctx.request_id, ctx.upstream_headers, ready)
             events, losers = split_events(stream.chunks), []
         else:  # the first content of the request or of its hedge, whichever comes first (the wrapper releases:
             # a loser's slot release would free the winner's)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httptools
 
@@ -132,10 +132,11 @@ class _Connection(asyncio.Protocol):
 
 
 class Reply:
-    __slots__ = ("status", "headers", "connection")
+    __slots__ = ("status", "headers", "connection", "sent_at")
 
-    def __init__(self, status: int, headers: dict[str, str], connection: _Connection) -> None:
+    def __init__(self, status: int, headers: dict[str, str], connection: _Connection, sent_at: float) -> None:
         self.status, self.headers, self.connection = status, headers, connection
+        self.sent_at = sent_at  # perf_counter when the request was written: the wait on LiteLLM counts from here
 
 
 class Http1Pool:
@@ -146,11 +147,22 @@ class Http1Pool:
         self._fixed = fixed
         self._idle: list[_Connection] = []
 
-    async def start(self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float | None = None) -> Reply:
-        """Send a request; return once the response's status and headers are in (its body follows: read/chunks)."""
+    async def start(self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float | None = None,
+                    ready: Callable[[], Awaitable[None]] | None = None) -> Reply:
+        """Send a request; return once the response's status and headers are in (its body follows: read/chunks).
+        With `ready`, nothing is written before it has returned (a connection taken meanwhile goes back unused if
+        it raises): what can be done before, is."""
         connection = await self._acquire()
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head = f"{method} {path} HTTP/1.1\r\n{self._fixed}{extra}content-length: {len(body)}\r\n\r\n"
+        if ready is not None:
+            try:
+                await ready()
+            except BaseException:
+                connection.idle_since = time.monotonic()
+                self._idle.append(connection)
+                raise
+        sent_at = time.perf_counter()
         try:
             connection.transport.write(head.encode("latin-1") + body)
             while not connection.headers_done:
@@ -158,7 +170,7 @@ class Http1Pool:
         except BaseException:
             connection.close()  # cancelled, timed out or broken: LiteLLM sees the caller leave
             raise
-        return Reply(connection.status, connection.headers, connection)
+        return Reply(connection.status, connection.headers, connection, sent_at)
 
     async def read(self, reply: Reply, timeout: float | None = None) -> bytes:
         """The whole body; the connection goes back to the pool."""
