@@ -28,6 +28,28 @@ def stored() -> None:
     time.sleep(0.2)  # an answer is stored as the response ends, off the client's path
 
 
+def semantic_entries(tenant: str) -> int:
+    """How many questions the semantic layer has indexed for the tenant (its buckets' sizes)."""
+    import redis
+
+    from tests.support.stack import STACK_REDIS_URL
+
+    client = redis.Redis.from_url(STACK_REDIS_URL)
+    try:
+        return sum(client.hlen(key) for key in client.scan_iter(f"gw:cache:{{{tenant}}}:sem:*"))
+    finally:
+        client.close()
+
+
+def indexed(tenant: str, before: int) -> None:
+    """Wait until the semantic layer has indexed one more question: its embedding comes after the answer, and the
+    embedder's first use loads the model (seconds when the machine is busy, not the 0.2 s of `stored`)."""
+    deadline = time.monotonic() + 20
+    while semantic_entries(tenant) <= before:
+        assert time.monotonic() < deadline, "the answer was never indexed"
+        time.sleep(0.05)
+
+
 def test_an_equal_request_is_answered_from_the_cache_at_no_cost_with_the_saving_recorded(stack, fake_provider):
     from tests.stack.test_metrics import sample, scrape
 
@@ -155,8 +177,9 @@ def test_a_hit_restores_this_requests_personal_data_not_the_stored_ones(stack, f
 
 def test_a_paraphrase_hits_the_semantic_layer_but_another_value_or_the_opposite_never_does(stack, fake_provider):
     marker = uuid.uuid4().hex[:6]
+    before = semantic_entries("wonka")
     ask(stack, "wonka-meaning", f"How do I reset my password for account 7? ({marker})", model="fake-echo")
-    stored()
+    indexed("wonka", before)
     paraphrase = ask(stack, "wonka-meaning", f"Could you tell me how to reset the password of account 7? ({marker})",
                      model="fake-echo")
     assert paraphrase.headers.get("x-gateway-cache-layer") == "semantic"
