@@ -119,8 +119,8 @@ def render(p50s: dict, p99s: dict, own: dict, cpu: dict) -> str:
              f"{BLOCK} requests at c=1)", "",
              "Wrapper alone in front of the fake provider, audit on SQLite. `typical`: 3 counters per request (the "
              "tenant's requests and tokens per minute, concurrency); `on`: 11 (requests, tokens, concurrency, USD per "
-             "day and month on the tenant, the endpoint and the key). Tokens and money reserved, then settled when the "
-             "request ends (sent at the event loop's next turn). The last two rows have PII redaction on and a 1,239-"
+             "day and month on the tenant, the endpoint and the key). Tokens and money reserved, then settled with the "
+             "tenant's next admission (or alone within 2 ms). The last two rows have PII redaction on and a 1,239-"
              "character prompt: admission's query to Redis is sent first and answered while PII scans.", "",
              "| variant | p50 ms | p50 added vs off | p99 ms | p99 added vs off | wrapper's own time added (p50) | "
              "wrapper CPU µs/req (c=8) | redis-server CPU µs/req | req/s c=8 |",
