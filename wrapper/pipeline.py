@@ -22,6 +22,7 @@ Each step's policy has a mode (gateway.yaml, per endpoint):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Sequence
@@ -141,10 +142,15 @@ async def _finish_started(started: list[_Started], ctx: RequestContext, failing:
     while started:
         first = started.pop(0)
         with span(f"{first.step.name}.wait"):
-            if first.mode is Mode.shadow or failing:
-                result = await _shadow_in_place(first.step, ctx, first.pending)
-            else:
-                result = await first.pending
+            try:
+                if first.mode is Mode.shadow or failing:
+                    result = await _shadow_in_place(first.step, ctx, first.pending)
+                else:
+                    result = await first.pending
+            except BaseException as exc:  # the request cancelled while it waited (its client left): said so
+                gone = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+                ctx.decisions[first.at] = {"step": first.step.name, "mode": first.mode.value, "decision": gone}
+                raise
         if failing:
             ctx.decisions[first.at] = {"step": first.step.name, "mode": first.mode.value, "decision": result.decision,
                                        **result.detail}

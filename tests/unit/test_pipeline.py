@@ -173,6 +173,24 @@ def test_a_started_step_is_awaited_when_a_later_step_breaks_so_what_it_holds_is_
     assert asks.held and ctx.decisions[0]["decision"] == "admit"
 
 
+def test_a_request_cancelled_while_a_started_step_decides_records_so_and_stays_cancelled():
+    """The client leaves while admission's answer travels: the record says `cancelled`, not an empty decision."""
+    ctx = RequestContext("unit")
+    ctx.body = {"seen": []}
+
+    async def flow() -> None:
+        assert await Pipeline([Asks("admit"), Marks("b")]).run(ctx) is None
+        waiting = asyncio.ensure_future(decided(ctx))
+        await asyncio.sleep(0)  # waiting on the store's answer now
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(flow())
+    assert ctx.decisions[0] == {"step": "admit", "mode": "enforce", "decision": "cancelled"}
+    assert "admit decided" not in ctx.body["seen"]
+
+
 def test_a_started_step_in_shadow_refuses_nothing_and_a_broken_one_only_records():
     ctx, answered = run(Asks("s", Mode.shadow, refuse=True), Asks("t", breaks=True, mode=Mode.shadow), Marks("b"))
     assert answered is None
