@@ -101,6 +101,34 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused():
         assert server.connections == 3
 
 
+async def test_a_connection_closed_while_idle_before_the_client_noticed_is_not_reused():
+    """LiteLLM killed: its side of every idle connection closes at once, but the wrapper's event loop may take the
+    next request before it reads that. Reused, the connection would break (a 502); a new one is refused (a 503) or,
+    here, answered."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):  # the first connection answers once and closes; the second answers
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.sendall(ok())
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    litellm = client(port)
+    assert (await litellm.post("/v1/chat/completions", b"{}", "first")).status == 200
+    time.sleep(0.2)  # the close reaches this socket; the event loop, blocked, does not see it
+    assert (await litellm.post("/v1/chat/completions", b"{}", "second")).status == 200
+    thread.join(5)
+    listener.close()
+
+
 async def test_a_stream_arrives_chunk_by_chunk_and_its_connection_is_reused_after_its_end():
     async with Server(lambda n, c: chunked(b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n") if n == 1 else ok()) as server:
         litellm = client(server.port)
@@ -138,7 +166,7 @@ async def test_a_large_streamed_body_read_slowly_arrives_whole():
     ("stall", 504, "upstream_timeout"),
     ([b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial", None], 502, "upstream_error"),
     (b"SMTP ready\r\n\r\n", 502, "upstream_error"),
-    (None, 502, "upstream_error"),
+    (None, 503, "upstream_unavailable"),  # closed before a byte of the answer: LiteLLM went away, retry
 ], ids=["stall", "cut-mid-body", "not-http", "closed"])
 async def test_trouble_on_the_wire_is_a_clear_gateway_error_and_the_next_request_works(answer, status, code):
     async with Server(lambda n, c: answer if n == 1 else ok()) as server:

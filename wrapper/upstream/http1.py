@@ -14,6 +14,7 @@ over as they arrive, with reading paused while more than STREAM_BUFFER_BYTES wai
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,6 +50,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.headers_done = False
         self.complete = False
+        self.answering = False  # a byte of the answer has come
         self.error: Exception | None = None
         self._paused = False
 
@@ -58,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.open = True
 
     def data_received(self, data: bytes) -> None:
+        self.answering = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -66,7 +69,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.open = False
-        if not self.complete:
+        if self.complete:
+            return
+        if not self.answering:  # not a byte of the answer: LiteLLM went away (killed, restarting), not a broken answer
+            self._fail(Unreachable("LiteLLM closed the connection before answering"))
+        else:
             self._fail(Broken("the connection to LiteLLM closed before the answer was complete"))
 
     # httptools callbacks
@@ -129,6 +136,16 @@ class _Connection(asyncio.Protocol):
         self.open = False
         if self.transport is not None:
             self.transport.close()
+
+    def dropped(self) -> bool:
+        """An idle connection the peer has closed (LiteLLM killed, or closing it as idle) while the event loop has not
+        yet read that: its socket is readable, where an idle HTTP/1.1 connection has nothing to say. Reused, it
+        would turn a request for a LiteLLM that is down into a broken connection (a 502) instead of a 503."""
+        try:
+            readable, _, _ = select.select([self.transport.get_extra_info("socket").fileno()], [], [], 0)
+        except (OSError, ValueError, AttributeError):
+            return True
+        return bool(readable)
 
 
 class Reply:
@@ -217,7 +234,7 @@ class Http1Pool:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
-            if connection.open and now - connection.idle_since < KEEPALIVE_SECONDS:
+            if connection.open and now - connection.idle_since < KEEPALIVE_SECONDS and not connection.dropped():
                 connection._begin()
                 return connection
             connection.close()
