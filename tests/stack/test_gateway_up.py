@@ -165,13 +165,18 @@ def test_with_two_litellm_workers_a_crashed_worker_costs_only_its_requests_in_fl
         os.kill(workers[0], signal.SIGSEGV)  # as the crash does
         crashed.set()
         client.join(30)
-        # served on after the crash (how many in 7 s depends on the machine: 83 on a slow day); the one it was
-        # answering: a 503 (closed before a byte of its answer) or a 502 (cut in the middle of it)
-        assert statuses.count(200) >= 20 and set(statuses) <= {200, 502, 503}, statuses
-        assert len(statuses) - statuses.count(200) <= 2
+        # Only the request the crashed worker was answering fails: a 503 (closed before a byte of its answer) or a
+        # 502 (cut in the middle of it). How many are served meanwhile depends on the machine: on a slow day the
+        # new worker's start (~10 s of CPU on two cores) starved the other, uvicorn's health check restarted it
+        # too, and the answers waited seconds (83 in 7 s in one run, 2 in another).
+        assert statuses.count(200) >= 1 and set(statuses) <= {200, 502, 503}, statuses
+        assert len(statuses) - statuses.count(200) <= 2, statuses
         assert _litellm_of(process) == litellm  # no restart of the pair: the manager replaced its worker
-        respawned = _workers_of(litellm)
+        deadline = time.monotonic() + 60
+        while len(respawned := _workers_of(litellm)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert len(respawned) == 2 and workers[0] not in respawned
+        assert _demo_call(port, tmp_path).status_code == 200
     finally:
         stop(process)
 
