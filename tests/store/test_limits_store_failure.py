@@ -65,5 +65,6 @@ async def test_an_admission_whose_answer_came_too_late_gives_its_slot_back(tmp_p
         for _ in range(3):  # the slot is free: one request at a time is served
             assert (await app.client.post("/v1/chat/completions", json=BODY,
                                           headers=app.auth("acme"))).status_code == 200
+            await asyncio.sleep(0.01)  # a client's turnaround: the last one's release is queued a loop turn later
         await asyncio.sleep(0.1)  # the last one's release goes out at the loop's next turn
         assert redis.Redis.from_url(redis_server["url"]).zcard("gw:lim:{acme}:tenant:concurrency") == 0

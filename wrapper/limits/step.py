@@ -157,11 +157,18 @@ class AdmitStep:
 
 
 def finish(ctx: RequestContext) -> Awaitable[None] | None:
-    """Settle what an admitted request reserved to what it used, and give its slot back, once it has ended: queued
-    with the store (None), or the sending to run (a store that sends at once). Never raises."""
+    """The settlement of what an admitted request holds, to run once it has ended; None when it holds nothing.
+
+    It runs in a task of its own (the audit middleware's), a loop turn later, and not at once: a stream the client
+    cut is finalised after the request's handler returned, and only then says whether LiteLLM is to give its slot
+    back (outcome.slots_handed_over). Read sooner, the slot was given back while the provider's stream was still
+    open: the full-scale proof saw 9 streams at the provider against a concurrency of 8."""
     held, ctx.held = ctx.held, None
-    if held is None:
-        return None
+    return None if held is None else _settle(ctx, held)
+
+
+async def _settle(ctx: RequestContext, held: Held) -> None:
+    """Settle what the request reserved to what it used, and give its slot back; never raises."""
     outcome = ctx.outcome.with_stream_usage()
     produced = outcome.stream is not None and outcome.stream.first_token_at is not None
     # Nothing was spent: give it back. Unless the client left a forwarded request before its answer: the provider
@@ -177,7 +184,8 @@ def finish(ctx: RequestContext) -> Awaitable[None] | None:
         elif charge.kind in BUDGET_KINDS and (outcome.cost is not None or failed):
             used.append((charge, micro_usd(outcome.cost or 0)))
     # (a stream that produced tokens whose usage could not be counted keeps its reservation: an upper bound)
-    return held.store.settle_all(held.member, used, held.admission) if used else None
+    if used and (sent := held.store.settle_all(held.member, used, held.admission)) is not None:
+        await sent  # a store that sends at once; its own errors are logged there
 
 
 def _reserved_tokens(ctx: RequestContext) -> tuple[int, int]:
