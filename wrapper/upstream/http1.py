@@ -169,7 +169,12 @@ class Http1Pool:
         """Send a request; return once the response's status and headers are in (its body follows: read/chunks).
         With `ready`, nothing is written before it has returned (a connection taken meanwhile goes back unused if
         it raises): what can be done before, is."""
-        connection = await self._acquire()
+        try:
+            connection = await self._acquire()
+        except BaseException:
+            if ready is not None:  # LiteLLM unreachable: an earlier refusal (admission's 429) still comes first
+                await ready()
+            raise
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head = f"{method} {path} HTTP/1.1\r\n{self._fixed}{extra}content-length: {len(body)}\r\n\r\n"
         if ready is not None:
