@@ -109,6 +109,29 @@ def test_unreachable_litellm_gives_503_and_retry_after(tmp_path):
         wrapper.stop()
 
 
+def test_with_litellm_unreachable_a_request_admission_refuses_still_gets_its_429(tmp_path):
+    """The pipeline's promise: admission's refusal comes before anything later can fail. With LiteLLM down, the
+    connection fails while Redis (or the in-process store) decides; the refusal must still win, as the 429 the
+    client can act on (Retry-After), not a 503 that says to come back in a second."""
+    config = tmp_path / "gateway.yaml"
+    keys = write_tenants(config, {"solo": {"models": ["*"], "limits": {"mode": "enforce", "requests_per_minute": 1}}})
+    wrapper = start_wrapper(tmp_path, {"GATEWAY_CONFIG": str(config), "GATEWAY_LITELLM_PORT": str(free_port())})
+    try:
+        def ask() -> httpx.Response:
+            return httpx.post(f"{wrapper.url}/v1/chat/completions", headers={"authorization": f"Bearer {keys['solo']}"},
+                              json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+
+        first = ask()  # admitted: the one request a minute, then LiteLLM cannot be reached
+        assert_envelope(first, 503)
+        assert first.json()["error"]["code"] == "upstream_unavailable"
+        second = ask()  # over the limit: refused before LiteLLM's absence matters
+        assert_envelope(second, 429)
+        assert second.json()["error"]["code"] == "rate_limit_requests"
+        assert 1 <= int(second.headers["retry-after"]) <= 60
+    finally:
+        wrapper.stop()
+
+
 def test_a_client_that_leaves_mid_body_is_recorded_as_gone_not_as_a_gateway_error(stack):
     """Found under load (bench/limits_proof.py): a body cut short was logged as an unexpected error, answered 500."""
     import socket
