@@ -98,7 +98,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, m = ARGV[1], tonumber(ARGV[2])
 settle_all(1, m, 3, now)  -- earlier requests' settlements, brought along: applied before this admission
 local n, first = #KEYS - m, 3 + 4 * m
-local answer, charge, writes = {1, now, 0}, 0, {}
+local answer, charge, writes, periods = {1, now, 0}, 0, {}, {}
 local function add(left, period, reset)
   answer[#answer + 1] = left
   answer[#answer + 1] = period
@@ -149,8 +149,11 @@ for i = 1, n do
     writes[#writes + 1] = {key, kind, amount, span}
   elseif kind == 'concurrency' then
     charge = charge + 1
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local used = redis.call('ZCARD', key)
+    if used + amount > limit then  -- full, counting leases that expired (a dead replica's): those out, and again
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      used = redis.call('ZCARD', key)
+    end
     if used + amount > limit then
       local soonest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
       return {0, charge, limit > 0 and math.min(1000, tonumber(soonest[2] or now) - now) or -1, now}
@@ -159,7 +162,8 @@ for i = 1, n do
     writes[#writes + 1] = {key, kind, amount, span}
   else
     charge = charge + 1
-    local p, ends = period(kind, now)
+    periods[kind] = periods[kind] or {period(kind, now)}  -- one calendar sum per kind, not per counter
+    local p, ends = periods[kind][1], periods[kind][2]
     local pkey = key .. ':' .. p
     local used = tonumber(redis.call('GET', pkey) or '0')
     if used + amount > limit then return {0, charge, amount <= limit and ends - now or -1, now} end
@@ -167,19 +171,25 @@ for i = 1, n do
     writes[#writes + 1] = {pkey, kind, amount, ends - now}
   end
 end
+-- A key written now lasts `span` more at least: its time to live is set to twice that, and set again only once
+-- less than `span` is left, not on every call (a PEXPIRE is a write; PTTL, a read, costs Redis less)
+local function lasts(key, span)
+  if redis.call('PTTL', key) >= span then return false end
+  redis.call('PEXPIRE', key, span * 2)
+  return true
+end
 for _, w in ipairs(writes) do  -- every limit fits: take them all
   local key, kind, amount, span = w[1], w[2], w[3], w[4]
   if kind == 'window' then
     redis.call('ZADD', key, now, id .. ':' .. amount)
     redis.call('INCRBY', key .. ':t', amount)
-    redis.call('PEXPIRE', key, span * 2)
-    redis.call('PEXPIRE', key .. ':t', span * 2)
+    if lasts(key, span) then redis.call('PEXPIRE', key .. ':t', span * 2) end  -- they expire together
   elseif kind == 'concurrency' then
     redis.call('ZADD', key, now + span, id)
-    redis.call('PEXPIRE', key, span * 2)
+    lasts(key, span)
   else
     redis.call('INCRBY', key, amount)
-    redis.call('PEXPIRE', key, span + 86400000 * 2)
+    lasts(key, span + 86400000)  -- its period, and a day more
   end
 end
 return answer
