@@ -186,7 +186,7 @@ for _, w in ipairs(writes) do  -- every limit fits: take them all
     if lasts(key, span) then redis.call('PEXPIRE', key .. ':t', span * 2) end  -- they expire together
   elseif kind == 'concurrency' then
     redis.call('ZADD', key, now + span, id)
-    lasts(key, span)
+    lasts(key, span * 2)  -- two leases' length: a lease a hang-up extends (its grace) still has its key
   else
     redis.call('INCRBY', key, amount)
     lasts(key, span + 86400000)  -- its period, and a day more
