@@ -267,27 +267,29 @@ async def test_an_idle_tenants_counters_leave_redis_and_a_busy_ones_last_as_long
     a lease's length (a lease a hang-up extends keeps its key), a budget its period by a day. The expiry is renewed
     only when less than that is left (a write less per key and call)."""
     redis = Redis.from_url(REDIS_URL)
-    scope = key("x").rpartition(":")[0]
-    rpm, tpm = Charge(f"{scope}:requests", Kind.requests, 100, 1), Charge(f"{scope}:tokens", Kind.tokens, 10**6, 7)
-    slots, day = Charge(f"{scope}:concurrency", Kind.concurrency, 10, 1), Charge(f"{scope}:usd_day", Kind.usd_day, 10**9, 5)
-    store = replicas[0]  # window 2 s, leases 0.5 s
-    first = await store.admit(uuid.uuid4().hex, [rpm, tpm, slots, day])
-    budget_key = f"{day.key}:{first.periods[day.key]}"
-    ttl = {k: await redis.pttl(k) for k in (f"{scope}:window", f"{scope}:window:t", slots.key, budget_key)}
-    assert 2000 < ttl[f"{scope}:window"] <= 4000 and 2000 < ttl[f"{scope}:window:t"] <= 4000
-    assert 1000 < ttl[slots.key] <= 2000
-    ends_in = (int(first.periods[day.key]) + 1) * 86_400_000 - first.at_ms
-    assert ends_in + 86_400_000 < ttl[budget_key] <= 2 * (ends_in + 86_400_000)
+    try:
+        scope = key("x").rpartition(":")[0]
+        rpm, tpm = Charge(f"{scope}:requests", Kind.requests, 100, 1), Charge(f"{scope}:tokens", Kind.tokens, 10**6, 7)
+        slots, day = Charge(f"{scope}:concurrency", Kind.concurrency, 10, 1), Charge(f"{scope}:usd_day", Kind.usd_day, 10**9, 5)
+        store = replicas[0]  # window 2 s, leases 0.5 s
+        first = await store.admit(uuid.uuid4().hex, [rpm, tpm, slots, day])
+        budget_key = f"{day.key}:{first.periods[day.key]}"
+        ttl = {k: await redis.pttl(k) for k in (f"{scope}:window", f"{scope}:window:t", slots.key, budget_key)}
+        assert 2000 < ttl[f"{scope}:window"] <= 4000 and 2000 < ttl[f"{scope}:window:t"] <= 4000
+        assert 1000 < ttl[slots.key] <= 2000
+        ends_in = (int(first.periods[day.key]) + 1) * 86_400_000 - first.at_ms
+        assert ends_in + 86_400_000 < ttl[budget_key] <= 2 * (ends_in + 86_400_000)
 
-    await asyncio.sleep(0.3)
-    second = await store.admit(uuid.uuid4().hex, [rpm, tpm, slots, day])
-    assert second.admitted and await redis.pttl(f"{scope}:window") < ttl[f"{scope}:window"] - 200  # not renewed yet
+        await asyncio.sleep(0.3)
+        second = await store.admit(uuid.uuid4().hex, [rpm, tpm, slots, day])
+        assert second.admitted and await redis.pttl(f"{scope}:window") < ttl[f"{scope}:window"] - 200  # not renewed yet
 
-    await asyncio.sleep(1.9)  # past half its life: the next admission renews it
-    assert (await store.admit(uuid.uuid4().hex, [rpm, tpm, slots])).admitted
-    assert await redis.pttl(f"{scope}:window") > 3000 and await redis.pttl(f"{scope}:window:t") > 3000
-    assert (await store.used([(rpm.key, Kind.requests)]))[0] == 2  # the first left the window; two count
+        await asyncio.sleep(1.9)  # past half its life: the next admission renews it
+        assert (await store.admit(uuid.uuid4().hex, [rpm, tpm, slots])).admitted
+        assert await redis.pttl(f"{scope}:window") > 3000 and await redis.pttl(f"{scope}:window:t") > 3000
+        assert (await store.used([(rpm.key, Kind.requests)]))[0] == 2  # the first left the window; two count
 
-    await asyncio.sleep(4.1)  # idle: every window and lease key is gone
-    assert not await redis.exists(f"{scope}:window", f"{scope}:window:t", slots.key)
-    await redis.aclose()
+        await asyncio.sleep(4.1)  # idle: every window and lease key is gone
+        assert not await redis.exists(f"{scope}:window", f"{scope}:window:t", slots.key)
+    finally:
+        await redis.aclose()

@@ -171,7 +171,7 @@ class Http1Pool:
         it raises): what can be done before, is."""
         try:
             connection = await self._acquire()
-        except BaseException:
+        except Exception:  # (a cancelled request goes at once: the caller's `decided(failing=True)` records it)
             if ready is not None:  # LiteLLM unreachable: an earlier refusal (admission's 429) still comes first
                 await ready()
             raise
